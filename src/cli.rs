@@ -1,0 +1,233 @@
+//! The command line: options, subcommands and their parsers.
+//!
+//! `synclock [OPTIONS] [--] COMMAND [ARGS...]` runs COMMAND under the lock;
+//! `synclock [OPTIONS] status` asks who holds it. Everything after `--` (or
+//! after the first word that is not an option) belongs to COMMAND, so
+//! `synclock -- status` runs a program named `status`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit;
+use crate::msg;
+
+/// Where the lock lives unless `--lockfile` or `SYNCLOCK_LOCKFILE` say
+/// otherwise: /run is writable by root only, unlike /run/lock.
+pub const DEFAULT_LOCKFILE: &str = "/run/synclock.lock";
+
+/// Runs a repository sync (or any command) while holding one machine-wide lock.
+#[derive(Parser, Debug)]
+#[command(
+    name = "synclock",
+    version,
+    subcommand_negates_reqs = true,
+    after_help = "Exit status: COMMAND's own; 128+N if a signal N killed it; 75 (or -E) when \
+                  the lock was not had; 2 usage error; 125 synclock failed; 126 COMMAND cannot \
+                  be executed; 127 COMMAND not found."
+)]
+pub struct Cli {
+    /// The lockfile shared by every sync on this machine.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SYNCLOCK_LOCKFILE",
+        default_value = DEFAULT_LOCKFILE
+    )]
+    pub lockfile: PathBuf,
+
+    /// Give up after waiting this long: 300ms, 90s, 5m, "1h 30m"; a bare
+    /// number means seconds; 0 means do not wait. Default: wait without limit.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_wait)]
+    pub wait: Option<Duration>,
+
+    /// Fail at once when the lock is held (same as --wait 0).
+    #[arg(short, long)]
+    pub nonblock: bool,
+
+    /// Exit code when the lock could not be had.
+    #[arg(
+        short = 'E',
+        long,
+        value_name = "N",
+        default_value_t = exit::DEFAULT_CONFLICT
+    )]
+    pub conflict_exit_code: u8,
+
+    /// Say nothing but errors.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Also report the time spent waiting and the release of the lock.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// What to do instead of running a command.
+    #[command(subcommand)]
+    pub action: Option<Action>,
+
+    /// The command to run while holding the lock, with its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        required = true,
+        value_name = "COMMAND",
+        value_parser = clap::value_parser!(OsString)
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// Subcommands; global options go before them.
+#[derive(Subcommand, Debug)]
+pub enum Action {
+    /// Tell whether the lock is free, who holds it and who waits
+    /// (exit 0 free, 1 held, 125 error).
+    Status {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How long to wait for a busy lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Fail at once (`-n`, `--wait 0`).
+    No,
+    /// Give up after this long.
+    Upto(Duration),
+    /// Wait as long as it takes (the default).
+    Forever,
+}
+
+impl Cli {
+    /// The waiting policy that `--wait` and `--nonblock` add up to.
+    pub fn wait_policy(&self) -> Wait {
+        match (self.nonblock, self.wait) {
+            (true, _) => Wait::No,
+            (false, Some(limit)) if limit.is_zero() => Wait::No,
+            (false, Some(limit)) => Wait::Upto(limit),
+            (false, None) => Wait::Forever,
+        }
+    }
+
+    /// The verbosity chosen by `-q`/`-v`.
+    pub fn level(&self) -> msg::Level {
+        match (self.quiet, self.verbose) {
+            (true, _) => msg::Level::Quiet,
+            (false, true) => msg::Level::Verbose,
+            (false, false) => msg::Level::Normal,
+        }
+    }
+}
+
+/// Parses the command line. Help and version go to stdout (exit 0); a usage
+/// error becomes one `synclock:` line on stderr and exit code 2.
+pub fn parse() -> Result<Cli, u8> {
+    Cli::try_parse().map_err(|err| {
+        use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
+        if matches!(err.kind(), DisplayHelp | DisplayVersion) {
+            let _ = err.print();
+            return 0;
+        }
+        msg::error(format_args!("{}; see 'synclock --help'", one_line(&err)));
+        exit::USAGE
+    })
+}
+
+/// clap's error text squeezed onto one line, without its `error: ` prefix
+/// and its usage footer.
+fn one_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:"))
+        .filter(|line| {
+            !line.is_empty()
+                && !line.starts_with("tip:")
+                && !line.starts_with("For more information")
+        });
+    let first = lines.next().unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    std::iter::once(first)
+        .chain(lines)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(
+            "the following required arguments were not provided: <COMMAND>...",
+            "no command given",
+        )
+}
+
+/// Parses a `--wait` value: a bare number of seconds (as flock(1) takes it,
+/// fractions allowed) or a humantime duration such as `5m` or `1h 30m`.
+pub fn parse_wait(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("'{text}' is not a duration of zero or more seconds"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|err| format!("'{text}' is not a duration ({err}); try 30, 300ms, 5m or '1h 30m'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn wait_takes_bare_seconds_and_humantime() {
+        assert_eq!(parse_wait("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_wait("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_wait("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_wait("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_wait("0"), Ok(Duration::ZERO));
+        assert!(parse_wait("-1").is_err());
+        assert!(parse_wait("soon").is_err());
+        assert!(parse_wait("inf").is_err());
+    }
+
+    fn parse_from(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).expect("parses")
+    }
+
+    #[test]
+    fn wait_zero_and_nonblock_mean_no_wait() {
+        assert_eq!(
+            parse_from(&["synclock", "-w", "0", "true"]).wait_policy(),
+            Wait::No
+        );
+        assert_eq!(
+            parse_from(&["synclock", "-n", "-w", "5", "true"]).wait_policy(),
+            Wait::No
+        );
+        assert_eq!(
+            parse_from(&["synclock", "true"]).wait_policy(),
+            Wait::Forever
+        );
+    }
+
+    #[test]
+    fn status_is_a_subcommand_only_before_dashdash() {
+        let cli = parse_from(&["synclock", "--lockfile", "/x", "status", "--json"]);
+        assert!(matches!(cli.action, Some(Action::Status { json: true })));
+        let cli = parse_from(&["synclock", "--", "status"]);
+        assert!(cli.action.is_none());
+        assert_eq!(cli.command, vec![OsString::from("status")]);
+    }
+
+    #[test]
+    fn command_options_stay_with_the_command() {
+        let cli = parse_from(&["synclock", "-n", "emerge", "--sync", "-q"]);
+        assert!(cli.nonblock && !cli.quiet);
+        assert_eq!(cli.command, ["emerge", "--sync", "-q"].map(OsString::from));
+    }
+}

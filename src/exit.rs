@@ -1,0 +1,61 @@
+//! Exit codes: the one place that decides what number synclock exits with.
+//!
+//! The wrapped command's own code passes through untouched; everything
+//! synclock says about itself uses a code documented in README.md.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+/// The command line was wrong (bad duration, missing command).
+pub const USAGE: u8 = 2;
+/// Default code when the lock could not be had (`EX_TEMPFAIL`); see `-E`.
+pub const DEFAULT_CONFLICT: u8 = 75;
+/// synclock itself failed (unsafe or unopenable lockfile, a failing system
+/// call). Same convention as coreutils' `timeout`, `env` and `chroot`.
+pub const FAILURE: u8 = 125;
+/// The command was found but could not be executed.
+pub const CANNOT_EXECUTE: u8 = 126;
+/// The command was not found.
+pub const NOT_FOUND: u8 = 127;
+
+/// The shell's code for a process that ended with `status`: its exit code,
+/// or 128+N when signal N killed it.
+pub fn code_of(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(FAILURE),
+        (None, Some(signal)) => signal_code(signal),
+        (None, None) => FAILURE,
+    }
+}
+
+/// The shell's code for death by signal number `signal`: 128+N.
+pub fn signal_code(signal: i32) -> u8 {
+    u8::try_from(signal).map_or(FAILURE, |n| 128u8.saturating_add(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_pass_through() {
+        assert_eq!(code_of(ExitStatus::from_raw(0)), 0);
+        assert_eq!(code_of(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(code_of(ExitStatus::from_raw(255 << 8)), 255);
+    }
+
+    #[test]
+    fn signal_deaths_become_128_plus_n() {
+        assert_eq!(code_of(ExitStatus::from_raw(9)), 137);
+        assert_eq!(code_of(ExitStatus::from_raw(15)), 143);
+        // Core-dump flag set: still the signal number that counts.
+        assert_eq!(code_of(ExitStatus::from_raw(11 | 0x80)), 139);
+    }
+
+    #[test]
+    fn own_codes_are_distinct() {
+        let mut codes = [USAGE, DEFAULT_CONFLICT, FAILURE, CANNOT_EXECUTE, NOT_FOUND];
+        codes.sort_unstable();
+        codes.windows(2).for_each(|w| assert_ne!(w[0], w[1]));
+    }
+}

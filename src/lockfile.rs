@@ -1,0 +1,218 @@
+//! Opening the lockfile without being tricked.
+//!
+//! synclock runs as root and users may point `--lockfile` into world-writable
+//! directories. flock(2) ignores the open mode, so anyone who can open the
+//! file at all can take the lock and block root for ever; a planted symlink,
+//! fifo or hard link can redirect or hang the open. Hence: the name is looked
+//! up relative to its opened directory, never through a final symlink
+//! (O_NOFOLLOW), never blocking (O_NONBLOCK), created 0600 with O_EXCL, and
+//! what was opened is checked with fstat before it is trusted.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::libc;
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat, lstat};
+use nix::unistd::{Uid, User, geteuid};
+
+use crate::error::Error;
+
+/// Device and inode: what makes two opens the same file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+impl Identity {
+    /// The identity recorded in a stat result.
+    pub fn of(stat: &FileStat) -> Self {
+        Identity {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+        }
+    }
+}
+
+/// The lockfile's identity as it is at `path` now, without following a final
+/// symlink and without opening it (which needs no permission on the file).
+pub fn identity(path: &Path) -> Option<Identity> {
+    lstat(path).ok().map(|stat| Identity::of(&stat))
+}
+
+/// Opens `path` for locking, creating it with mode 0600 when missing, and
+/// refuses anything that is not a private regular file of root or the caller.
+pub fn open_checked(path: &Path) -> Result<(OwnedFd, Identity), Error> {
+    let name = path.file_name().ok_or_else(|| {
+        unsafe_lockfile(
+            path,
+            "it names no file; give a path such as /run/synclock.lock".into(),
+        )
+    })?;
+    let dir = open_parent(path)?;
+    // A few rounds cover another process creating or removing the file
+    // between our lookup and our open.
+    for _ in 0..4 {
+        match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => check_kind(path, &stat)?,
+            Err(Errno::ENOENT) => match create(&dir, name) {
+                Ok(fd) => return verified(path, fd),
+                Err(Errno::EEXIST) => continue,
+                Err(errno) => return Err(os("cannot create lockfile", path, errno)),
+            },
+            Err(errno) => return Err(os("cannot look up lockfile", path, errno)),
+        }
+        let flags = OFlag::O_RDWR
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY;
+        match openat(&dir, name, flags, Mode::empty()) {
+            Ok(fd) => return verified(path, fd),
+            Err(Errno::ENOENT) => continue,
+            Err(Errno::ELOOP) => return Err(unsafe_lockfile(path, symlink_reason())),
+            Err(errno) => return Err(os("cannot open lockfile", path, errno)),
+        }
+    }
+    Err(os("cannot open lockfile", path, Errno::EAGAIN))
+}
+
+/// Opens the directory that holds the lockfile and checks that nobody but
+/// its owner can swap the lockfile inside it.
+fn open_parent(path: &Path) -> Result<OwnedFd, Error> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let dir = open(
+        parent,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| Error::Os {
+        action: "cannot open the directory of lockfile",
+        path: path.to_path_buf(),
+        errno,
+        hint: "synclock does not create directories; create it or choose another --lockfile",
+    })?;
+    let stat =
+        fstat(&dir).map_err(|errno| os("cannot stat the directory of lockfile", path, errno))?;
+    let writable_by_others = stat.st_mode & (libc::S_IWGRP | libc::S_IWOTH) != 0;
+    if writable_by_others && stat.st_mode & libc::S_ISVTX == 0 {
+        return Err(unsafe_lockfile(
+            path,
+            format!(
+                "its directory {} is writable by group or others without the sticky bit, so \
+                 another user could replace the lockfile; use a directory only root can write, \
+                 such as /run",
+                parent.display()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+fn create(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    let flags = OFlag::O_RDWR
+        | OFlag::O_CREAT
+        | OFlag::O_EXCL
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY;
+    openat(dir, name, flags, Mode::S_IRUSR | Mode::S_IWUSR)
+}
+
+/// Refuses, before opening, a name that is not a regular file: opening a
+/// device or fifo can have side effects of its own.
+fn check_kind(path: &Path, stat: &FileStat) -> Result<(), Error> {
+    let reason = match stat.st_mode & libc::S_IFMT {
+        libc::S_IFREG => return Ok(()),
+        libc::S_IFLNK => symlink_reason(),
+        libc::S_IFDIR => {
+            "it is a directory; give the path of a file inside it, such as DIR/synclock.lock".into()
+        }
+        libc::S_IFIFO => {
+            "it is a fifo, not a regular file; remove it or choose another --lockfile".into()
+        }
+        libc::S_IFSOCK => {
+            "it is a socket, not a regular file; remove it or choose another --lockfile".into()
+        }
+        _ => "it is a device, not a regular file; choose another --lockfile".into(),
+    };
+    Err(unsafe_lockfile(path, reason))
+}
+
+fn symlink_reason() -> String {
+    "it is a symbolic link, which synclock never follows; remove it (someone may have planted it) \
+     or point --lockfile at the real file"
+        .into()
+}
+
+/// Checks what was actually opened: a regular file owned by root or the
+/// caller, private to its owner, with one name.
+fn verified(path: &Path, fd: OwnedFd) -> Result<(OwnedFd, Identity), Error> {
+    let stat = fstat(fd.as_fd()).map_err(|errno| os("cannot stat lockfile", path, errno))?;
+    check_kind(path, &stat)?;
+    let owner = Uid::from_raw(stat.st_uid);
+    if !owner.is_root() && owner != geteuid() {
+        let name = User::from_uid(owner)
+            .ok()
+            .flatten()
+            .map_or_else(String::new, |u| format!(" ({})", u.name));
+        return Err(unsafe_lockfile(
+            path,
+            format!(
+                "it is owned by uid {owner}{name}, not by root or you; remove it (another user \
+                 may have planted it) or choose another --lockfile"
+            ),
+        ));
+    }
+    let mode = stat.st_mode & 0o7777;
+    if mode & 0o066 != 0 {
+        return Err(unsafe_lockfile(
+            path,
+            format!(
+                "its mode {mode:04o} lets group or others open it and hold the lock; run \
+                 'chmod 600 {}'",
+                path.display()
+            ),
+        ));
+    }
+    if stat.st_nlink != 1 {
+        return Err(unsafe_lockfile(
+            path,
+            format!(
+                "it has {} hard links, so it may be another file in disguise; remove it and let \
+                 synclock create it",
+                stat.st_nlink
+            ),
+        ));
+    }
+    Ok((fd, Identity::of(&stat)))
+}
+
+fn unsafe_lockfile(path: &Path, reason: String) -> Error {
+    Error::UnsafeLockfile {
+        path: PathBuf::from(path),
+        reason,
+    }
+}
+
+fn os(action: &'static str, path: &Path, errno: Errno) -> Error {
+    let hint = match errno {
+        Errno::EACCES | Errno::EPERM => "run as root, or choose a lockfile you own with --lockfile",
+        Errno::EROFS => "choose a lockfile on a writable file system with --lockfile",
+        _ => "",
+    };
+    Error::Os {
+        action,
+        path: PathBuf::from(path),
+        errno,
+        hint,
+    }
+}

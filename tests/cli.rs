@@ -1,0 +1,9 @@
+//! The single integration test binary: every test runs the real synclock.
+
+mod support;
+
+mod exit_codes;
+mod lockfile_safety;
+mod locking;
+mod nesting;
+mod signals;

@@ -1,0 +1,88 @@
+//! Exit status: the command's own, signals as 128+N, 126/127, usage 2.
+
+use crate::support::*;
+
+fn code_of(env: &TestEnv, args: &[&str]) -> (Option<i32>, String) {
+    let out = run(env.synclock(args));
+    (out.code(), out.stderr)
+}
+
+#[test]
+fn command_exit_codes_pass_through() {
+    let env = TestEnv::new();
+    assert_eq!(code_of(&env, &["--", "true"]).0, Some(0));
+    assert_eq!(code_of(&env, &["--", "sh", "-c", "exit 3"]).0, Some(3));
+    assert_eq!(code_of(&env, &["--", "sh", "-c", "exit 255"]).0, Some(255));
+}
+
+#[test]
+fn signal_death_is_128_plus_n_and_named() {
+    let env = TestEnv::new();
+    let (code, stderr) = code_of(&env, &["--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(code, Some(137));
+    assert!(stderr.contains("was killed by SIGKILL"), "{stderr}");
+}
+
+#[test]
+fn missing_command_is_127_and_one_line() {
+    let env = TestEnv::new();
+    let (code, stderr) = code_of(&env, &["--", "synclock-no-such-command"]);
+    assert_eq!(code, Some(127));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("synclock: cannot run synclock-no-such-command: command not found"));
+}
+
+#[test]
+fn unexecutable_command_is_126() {
+    let env = TestEnv::new();
+    let script = env.path("not-executable");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    let (code, stderr) = code_of(&env, &["--", script.to_str().unwrap()]);
+    assert_eq!(code, Some(126), "{stderr}");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert_eq!(code_of(&env, &["--", "/"]).0, Some(126));
+}
+
+#[test]
+fn usage_errors_are_2_and_one_line() {
+    let env = TestEnv::new();
+    for args in [
+        &["--wait", "soon", "--", "true"][..],
+        &[][..],
+        &["--no-such-option"][..],
+    ] {
+        let (code, stderr) = code_of(&env, args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("synclock: "), "{stderr}");
+    }
+    let (_, stderr) = code_of(&env, &[]);
+    assert!(stderr.contains("no command given"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let out = run({
+        let mut cmd = hermetic(BIN);
+        cmd.arg("--version");
+        cmd
+    });
+    assert_eq!(out.code(), Some(0));
+    assert!(out.stdout.starts_with("synclock "), "{}", out.stdout);
+    let out = run({
+        let mut cmd = hermetic(BIN);
+        cmd.arg("--help");
+        cmd
+    });
+    assert_eq!(out.code(), Some(0));
+    for option in [
+        "--lockfile",
+        "--wait",
+        "--nonblock",
+        "--conflict-exit-code",
+        "--quiet",
+        "--verbose",
+    ] {
+        assert!(out.stdout.contains(option), "help lacks {option}");
+    }
+}

@@ -1,0 +1,97 @@
+//! Signals while waiting and while the command runs; SIGKILL of synclock.
+
+use nix::sys::signal::Signal;
+
+use crate::support::*;
+
+#[test]
+fn sigterm_while_waiting_ends_with_143_and_never_runs() {
+    let env = TestEnv::new();
+    let _holder = env.holder();
+    let ran = env.path("ran");
+    let mut waiter = Bg::spawn(env.synclock(["--", "touch", ran.to_str().unwrap()]));
+    waiter.expect_stderr("is held by");
+    waiter.signal(Signal::SIGTERM);
+    let out = waiter.finish();
+    assert_eq!(out.code(), Some(143), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("interrupted by SIGTERM"),
+        "{}",
+        out.stderr
+    );
+    assert!(!ran.exists(), "command ran after SIGTERM");
+}
+
+#[test]
+fn sigint_and_sighup_while_waiting() {
+    let env = TestEnv::new();
+    let _holder = env.holder();
+    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGHUP, 129)] {
+        let mut waiter = Bg::spawn(env.synclock(["--wait", "1h", "--", "true"]));
+        waiter.expect_stderr("is held by");
+        waiter.signal(sig);
+        assert_eq!(waiter.finish().code(), Some(code), "{sig}");
+    }
+}
+
+#[test]
+fn sigterm_while_running_is_forwarded_and_status_returned() {
+    let env = TestEnv::new();
+    // The command traps TERM and exits 7: synclock must forward the signal
+    // and then exit with the command's own status.
+    let mut run = Bg::spawn(env.synclock([
+        "--",
+        "sh",
+        "-c",
+        "trap 'kill $! 2>/dev/null; exit 7' TERM; sleep 60 & echo ready; wait",
+    ]));
+    run.expect_stdout("ready");
+    run.signal(Signal::SIGTERM);
+    let out = run.finish();
+    assert_eq!(out.code(), Some(7), "{}", out.stderr);
+}
+
+#[test]
+fn forwarded_sighup_killing_the_command_gives_129() {
+    let env = TestEnv::new();
+    let mut run = Bg::spawn(env.synclock(["--", "sh", "-c", "echo ready; exec sleep 60"]));
+    run.expect_stdout("ready");
+    run.signal(Signal::SIGHUP);
+    let out = run.finish();
+    assert_eq!(out.code(), Some(129), "{}", out.stderr);
+    assert!(out.stderr.contains("killed by SIGHUP"), "{}", out.stderr);
+}
+
+#[test]
+fn sigint_to_synclock_alone_is_ignored_while_running() {
+    let env = TestEnv::new();
+    // SIGINT aimed at synclock only (not the process group): synclock keeps
+    // supervising and the command keeps running to its own end.
+    let mut run = env.holder_running("echo locked; read _ || true; echo finished");
+    run.signal(Signal::SIGINT);
+    run.signal(Signal::SIGQUIT);
+    run.release();
+    let out = run.finish();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("finished"));
+}
+
+#[test]
+fn sigkill_of_synclock_keeps_the_lock_until_the_command_exits() {
+    let env = TestEnv::new();
+    let mut holder = env.holder();
+    holder.signal(Signal::SIGKILL);
+    let status = holder.wait_exit();
+    assert_eq!(status.code(), None, "synclock should have died by SIGKILL");
+    // The orphaned `sh` still has the locked descriptor.
+    let busy = run(env.synclock(["-n", "--", "true"]));
+    assert_eq!(
+        busy.code(),
+        Some(75),
+        "lock was released with the command still running"
+    );
+    // Closing the pipe lets the orphan's `read` return; the lock follows.
+    holder.release();
+    let after = run(env.synclock(["--wait", "1m", "--", "true"]));
+    assert_eq!(after.code(), Some(0), "{}", after.stderr);
+}

@@ -1,0 +1,288 @@
+//! Test support: a private directory per test, the real binary, background
+//! processes whose output lines can be awaited with a deadline, and bounded
+//! waits. Nothing here sleeps to wait for a state: every wait is on a pipe
+//! or a child's exit, with a deadline.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
+use nix::unistd::Pid;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_synclock");
+
+/// A generous bound for anything that should happen "at once"; scaled by
+/// `SYNCLOCK_TEST_SLOW` on slow machines.
+pub fn deadline() -> Duration {
+    let factor = std::env::var("SYNCLOCK_TEST_SLOW")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(20) * factor
+}
+
+/// A private directory with a lockfile path inside it.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        TestEnv {
+            dir: tempfile::Builder::new()
+                .prefix("synclock-test")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn lockfile(&self) -> PathBuf {
+        self.path("sync.lock")
+    }
+
+    /// `synclock --lockfile <ours> ARGS...`, hermetic.
+    pub fn synclock<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = hermetic(BIN);
+        cmd.arg("--lockfile").arg(self.lockfile()).args(args);
+        cmd
+    }
+
+    /// A synclock holding our lock while running `sh -c 'echo locked; read _'`:
+    /// returns once "locked" was printed, i.e. once the lock is held.
+    pub fn holder(&self) -> Bg {
+        self.holder_running("echo locked; read _ || true")
+    }
+
+    /// A synclock holding our lock while running the script `sh_script`,
+    /// which must print "locked" first.
+    pub fn holder_running(&self, sh_script: &str) -> Bg {
+        let mut holder = Bg::spawn(self.synclock(["--", "sh", "-c", sh_script]));
+        holder.expect_stdout("locked");
+        holder
+    }
+}
+
+/// A command whose signal mask and dispositions do not depend on how the
+/// test runner was started (an ignored SIGINT is inherited across exec).
+pub fn hermetic(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("SYNCLOCK_FD")
+        .env_remove("SYNCLOCK_LOCKFILE")
+        .stdin(Stdio::null());
+    // SAFETY: only async-signal-safe calls (sigaction, sigprocmask) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [
+                Signal::SIGINT,
+                Signal::SIGTERM,
+                Signal::SIGHUP,
+                Signal::SIGQUIT,
+            ] {
+                signal(sig, SigHandler::SigDfl)?;
+            }
+            SigSet::empty().thread_set_mask()?;
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// A process running in the background, its output lines collected.
+pub struct Bg {
+    pub child: Option<Child>,
+    pub pid: Pid,
+    pub stdin: Option<ChildStdin>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    pub stdout_seen: Vec<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+impl Bg {
+    pub fn spawn(mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let pid = Pid::from_raw(child.id() as i32);
+        let stdin = child.stdin.take();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        Bg {
+            child: Some(child),
+            pid,
+            stdin,
+            stdout,
+            stderr,
+            stdout_seen: Vec::new(),
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line containing `needle`.
+    pub fn expect_stdout(&mut self, needle: &str) -> String {
+        expect_line(&self.stdout, &mut self.stdout_seen, needle, "stdout")
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub fn expect_stderr(&mut self, needle: &str) -> String {
+        expect_line(&self.stderr, &mut self.stderr_seen, needle, "stderr")
+    }
+
+    /// Closes its stdin (a `read _` in the script returns).
+    pub fn release(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid, sig).expect("kill");
+    }
+
+    /// Waits for the exit (bounded) without reading the rest of the output,
+    /// for when an orphaned descendant still holds the pipes.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_within(self.child.as_mut().unwrap(), deadline());
+        self.child = None;
+        status
+    }
+
+    /// Waits for the exit (bounded) and collects the rest of the output.
+    pub fn finish(&mut self) -> Finished {
+        let status = wait_within(self.child.as_mut().unwrap(), deadline());
+        self.child = None;
+        drain(&self.stdout, &mut self.stdout_seen);
+        drain(&self.stderr, &mut self.stderr_seen);
+        Finished {
+            status,
+            stdout: self.stdout_seen.join("\n"),
+            stderr: self.stderr_seen.join("\n"),
+        }
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How a background process ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+fn lines_of(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn expect_line(rx: &Receiver<String>, seen: &mut Vec<String>, needle: &str, what: &str) -> String {
+    let end = Instant::now() + deadline();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                panic!(
+                    "no {what} line containing {needle:?} within {:?}; saw {seen:#?}",
+                    deadline()
+                )
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("{what} closed without a line containing {needle:?}; saw {seen:#?}")
+            }
+        }
+    }
+}
+
+fn drain(rx: &Receiver<String>, seen: &mut Vec<String>) {
+    // The writer has exited; the reader thread ends at EOF (bounded wait).
+    while let Ok(line) = rx.recv_timeout(deadline()) {
+        seen.push(line);
+    }
+}
+
+/// Waits for `child` to exit, killing it and failing the test after `limit`.
+pub fn wait_within(child: &mut Child, limit: Duration) -> ExitStatus {
+    let pid = child.id();
+    let (tx, rx) = channel();
+    let watchdog = thread::spawn(move || {
+        if rx.recv_timeout(limit) == Err(RecvTimeoutError::Timeout) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            return true;
+        }
+        false
+    });
+    let status = child.wait().expect("wait");
+    let _ = tx.send(());
+    assert!(
+        !watchdog.join().unwrap(),
+        "process {pid} did not exit within {limit:?}"
+    );
+    status
+}
+
+/// Runs `cmd` to completion within the deadline.
+pub fn run(cmd: Command) -> Finished {
+    let mut bg = Bg::spawn(cmd);
+    bg.release();
+    bg.finish()
+}
+
+/// Whether the tests run as root (some need to chown).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The mode bits of `path`, not following a symlink.
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
