@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::{Signal, kill};
@@ -23,14 +23,14 @@ use crate::msg;
 use crate::nested::FD_VAR;
 use crate::signals::Signals;
 
-/// Runs `command` with the lock descriptor `lock_fd` inherited, and returns
-/// how it ended.
-pub fn run(
+/// Starts `command` with the lock descriptor `lock_fd` inherited and named in
+/// its environment, and with synclock's original signal mask.
+pub fn spawn(
     command: &[OsString],
     lock_fd: RawFd,
     lockfile: &Path,
     signals: &Signals,
-) -> Result<ExitStatus, Error> {
+) -> Result<Child, Error> {
     let (program, args) = command.split_first().expect("clap requires a command");
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -48,10 +48,15 @@ pub fn run(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+    cmd.spawn().map_err(|source| Error::Spawn {
         program: program.to_string_lossy().into_owned(),
         source,
-    })?;
+    })
+}
+
+/// Waits for `child` to exit, forwarding SIGTERM and SIGHUP to it and
+/// ignoring SIGINT and SIGQUIT, and returns how it ended.
+pub fn supervise(mut child: Child, signals: &Signals) -> Result<ExitStatus, Error> {
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
     loop {
         match signals.next()? {

@@ -45,9 +45,28 @@ pub fn identity(path: &Path) -> Option<Identity> {
     lstat(path).ok().map(|stat| Identity::of(&stat))
 }
 
+/// The identity and owner of the file at `path` (not following a final
+/// symlink); `Ok(None)` when there is none.
+pub fn look_up(path: &Path) -> Result<Option<(Identity, u32)>, Error> {
+    match lstat(path) {
+        Ok(stat) => Ok(Some((Identity::of(&stat), stat.st_uid))),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(errno) => Err(os("cannot look up lockfile", path, errno)),
+    }
+}
+
 /// Opens `path` for locking, creating it with mode 0600 when missing, and
 /// refuses anything that is not a private regular file of root or the caller.
 pub fn open_checked(path: &Path) -> Result<(OwnedFd, Identity), Error> {
+    open_inner(path, true)
+}
+
+/// Like [`open_checked`], but never creates the file.
+pub fn open_existing(path: &Path) -> Result<(OwnedFd, Identity), Error> {
+    open_inner(path, false)
+}
+
+fn open_inner(path: &Path, create_missing: bool) -> Result<(OwnedFd, Identity), Error> {
     let name = path.file_name().ok_or_else(|| {
         unsafe_lockfile(
             path,
@@ -60,6 +79,9 @@ pub fn open_checked(path: &Path) -> Result<(OwnedFd, Identity), Error> {
     for _ in 0..4 {
         match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(stat) => check_kind(path, &stat)?,
+            Err(Errno::ENOENT) if !create_missing => {
+                return Err(os("cannot open lockfile", path, Errno::ENOENT));
+            }
             Err(Errno::ENOENT) => match create(&dir, name) {
                 Ok(fd) => return verified(path, fd),
                 Err(Errno::EEXIST) => continue,

@@ -9,10 +9,15 @@ mod child;
 mod cli;
 mod error;
 mod exit;
+mod holder;
 mod lockfile;
 mod msg;
 mod nested;
+mod procfs;
+mod progress;
+mod record;
 mod signals;
+mod status;
 mod wait;
 
 use std::process::ExitCode;

@@ -32,14 +32,24 @@ pub enum Outcome {
     Interrupted(Signal),
 }
 
-/// Takes an exclusive flock on `fd`, waiting as `wait` allows. `on_busy` is
-/// called once, before waiting, when the lock is held by someone else.
+/// What the waiting loop tells its caller about a busy lock.
+pub trait Observer {
+    /// The lock is held by someone else and we are about to wait.
+    fn busy(&mut self);
+    /// How often [`Observer::tick`] wants to be called while waiting.
+    fn tick_interval(&self) -> Option<Duration>;
+    /// Called every `tick_interval` while still waiting.
+    fn tick(&mut self, waited: Duration);
+}
+
+/// Takes an exclusive flock on `fd`, waiting as `wait` allows and telling
+/// `observer` about a busy lock.
 pub fn acquire(
     fd: OwnedFd,
     path: &Path,
     wait: Wait,
     signals: &Signals,
-    on_busy: impl FnOnce(),
+    observer: &mut impl Observer,
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
     let fd = match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
@@ -50,7 +60,9 @@ pub fn acquire(
     if wait == Wait::No {
         return Ok(Outcome::Busy(Duration::ZERO));
     }
-    on_busy();
+    observer.busy();
+    let interval = observer.tick_interval();
+    let mut next_tick = interval.map(|every| start + every);
     let deadline = match wait {
         Wait::Upto(limit) => Some(start + limit),
         Wait::No | Wait::Forever => None,
@@ -71,16 +83,26 @@ pub fn acquire(
             errno: Errno::from_raw(err.raw_os_error().unwrap_or(0)),
         })?;
     loop {
-        let timeout = match deadline {
+        let now = Instant::now();
+        if deadline.is_some_and(|deadline| now >= deadline) {
+            return Ok(Outcome::Busy(start.elapsed()));
+        }
+        if let (Some(tick), Some(every)) = (next_tick, interval)
+            && now >= tick
+        {
+            observer.tick(now - start);
+            next_tick = Some(tick + every);
+        }
+        let wake_at = match (deadline, next_tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match wake_at {
             None => PollTimeout::NONE,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(Outcome::Busy(start.elapsed()));
-                }
+            Some(wake_at) => {
                 // Round up so we never wake a hair early and spin.
-                let millis = left.as_micros().div_ceil(1000);
-                PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+                let left = wake_at.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
             }
         };
         let mut fds = [

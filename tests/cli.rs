@@ -3,6 +3,7 @@
 mod support;
 
 mod exit_codes;
+mod holder;
 mod lockfile_safety;
 mod locking;
 mod nesting;

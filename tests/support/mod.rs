@@ -286,3 +286,48 @@ pub fn mode_of(path: &Path) -> u32 {
         .mode()
         & 0o7777
 }
+
+/// Re-checks `condition` (which reads /proc or a file) until it holds,
+/// failing the test after the deadline. For states that no pipe announces,
+/// such as a waiter having entered its blocking flock.
+pub fn eventually<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline();
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(
+            Instant::now() < end,
+            "{what}: not reached within {:?}",
+            deadline()
+        );
+        thread::yield_now();
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `synclock --lockfile <ours> status --json`, parsed, with its exit code.
+pub fn status_json(env: &TestEnv) -> (Option<i32>, serde_json::Value) {
+    let out = run(env.synclock(["status", "--json"]));
+    let json = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|err| panic!("status --json printed no JSON ({err}): {out:?}"));
+    (out.code(), json)
+}
+
+/// The parent PID of `pid`, from /proc.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The direct children of `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|t| {
+            t.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}

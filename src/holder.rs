@@ -1,0 +1,244 @@
+//! Who holds the lock and who waits for it: kernel truth first, the holder
+//! record where the kernel cannot see.
+//!
+//! Resolution order: the FLOCK entry in `/proc/locks` names the process that
+//! took the lock. If it is gone, or no longer holds the lock (its PID may
+//! have been reused), the real holders are found in `/proc/*/fdinfo`, and
+//! the acquirer is named only as "gone". The holder record (see `record.rs`)
+//! adds what /proc lacks: the command synclock runs, the start of the hold,
+//! the host, and the PID inside another PID namespace. It is believed only
+//! for a lock that is held, and only when it fits the holder /proc shows.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::lockfile::Identity;
+use crate::msg;
+use crate::procfs::{self, Process};
+use crate::record::{self, Record};
+
+/// Where the facts about a holder come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// /proc shows the holding process.
+    Kernel,
+    /// Only the holder record: the holder is in another PID namespace or on
+    /// another host.
+    Record,
+    /// The lock is held but nothing says by whom.
+    Unknown,
+}
+
+impl Source {
+    /// The name used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Kernel => "kernel",
+            Source::Record => "record",
+            Source::Unknown => "unknown",
+        }
+    }
+}
+
+/// The holder of a held lock.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// Its PID as this process sees it, when visible.
+    pub pid: Option<i32>,
+    /// What it runs under the lock (for synclock, the wrapped command).
+    pub command: Vec<String>,
+    /// The PID of the wrapped command, when synclock is the holder.
+    pub command_pid: Option<i32>,
+    /// Its host.
+    pub host: Option<String>,
+    /// When the hold began (the record's time, else the process start).
+    pub since: Option<SystemTime>,
+    /// The process that took the lock when it is gone and `pid` inherited it.
+    pub acquired_by: Option<i32>,
+    /// Its PID inside its own PID namespace, when that differs from ours.
+    pub namespace_pid: Option<i32>,
+    /// Where these facts come from.
+    pub source: Source,
+}
+
+/// Everything known about the lock's state.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// Whether the lock is held.
+    pub held: bool,
+    /// The holder, when held.
+    pub holder: Option<Holder>,
+    /// Processes blocked waiting for it.
+    pub waiters: Vec<Process>,
+}
+
+/// Inspects the lock on the file `id` at `lockfile` (owned by `owner`).
+/// `probe` answers "is it held?" when /proc/locks shows no entry (a holder in
+/// another PID namespace is filtered out of it); `None` means: cannot tell.
+pub fn inspect(
+    lockfile: &Path,
+    id: Identity,
+    owner: u32,
+    probe: impl FnOnce() -> Option<bool>,
+) -> Inspection {
+    let entries = procfs::lock_entries(id).unwrap_or_default();
+    let waiters = entries
+        .waiters
+        .iter()
+        .filter_map(|pid| procfs::process(*pid))
+        .collect();
+    let held = entries.holder.is_some() || probe().unwrap_or(false);
+    let holder = held.then(|| {
+        let record = record::read(lockfile, owner);
+        match entries.holder {
+            Some(lock_pid) => from_kernel(id, lock_pid, record),
+            None => from_record(record),
+        }
+    });
+    Inspection {
+        held,
+        holder,
+        waiters,
+    }
+}
+
+/// The holder as /proc shows it, completed by a record that fits it.
+fn from_kernel(id: Identity, lock_pid: i32, record: Option<Record>) -> Holder {
+    let (process, acquired_by) = match procfs::process(lock_pid) {
+        Some(process) if procfs::holds(lock_pid, id) != Some(false) => (Some(process), None),
+        _ => {
+            let pids = procfs::holders(id);
+            let top = pids.iter().copied().find(|pid| {
+                procfs::process(*pid).is_none_or(|p| p.parent.is_none_or(|up| !pids.contains(&up)))
+            });
+            (top.and_then(procfs::process), Some(lock_pid))
+        }
+    };
+    let Some(process) = process else {
+        return Holder {
+            acquired_by,
+            ..from_record(None)
+        };
+    };
+    let our_namespace = procfs::pid_namespace();
+    let fitting = record.filter(|r| fits(r, &process, acquired_by, our_namespace));
+    let same_namespace = |r: &Record| r.pid_namespace == our_namespace;
+    Holder {
+        pid: Some(process.pid),
+        command: fitting
+            .as_ref()
+            .map_or_else(|| running_command(&process), |r| r.command.clone()),
+        command_pid: fitting
+            .as_ref()
+            .filter(|r| same_namespace(r))
+            .and_then(|r| r.child),
+        host: Some(fitting.as_ref().map_or_else(local_host, |r| r.host.clone())),
+        since: fitting.as_ref().map(|r| r.since).or(process.started),
+        acquired_by,
+        namespace_pid: fitting
+            .as_ref()
+            .filter(|r| !same_namespace(r))
+            .map(|r| r.pid),
+        source: Source::Kernel,
+    }
+}
+
+/// Whether `record` was written by the holder /proc shows (or by the
+/// synclock it inherited the lock from), rather than left by an earlier one.
+fn fits(record: &Record, process: &Process, acquired_by: Option<i32>, ns: Option<u64>) -> bool {
+    if record.pid_namespace == ns {
+        let same_process = record.pid == process.pid
+            && procfs::start_ticks(process.pid) == Some(record.start_ticks);
+        same_process || record.child == Some(process.pid) || acquired_by == Some(record.pid)
+    } else {
+        // Another PID namespace: its PIDs mean nothing here, but a record
+        // written before the holder started cannot be the holder's.
+        let slack = Duration::from_secs(1);
+        process
+            .started
+            .is_some_and(|started| started <= record.since + slack)
+    }
+}
+
+/// The holder known only from its record (or not at all).
+fn from_record(record: Option<Record>) -> Holder {
+    let source = if record.is_some() {
+        Source::Record
+    } else {
+        Source::Unknown
+    };
+    Holder {
+        pid: None,
+        command: record
+            .as_ref()
+            .map(|r| r.command.clone())
+            .unwrap_or_default(),
+        command_pid: None,
+        host: record.as_ref().map(|r| r.host.clone()),
+        since: record.as_ref().map(|r| r.since),
+        acquired_by: None,
+        namespace_pid: record.as_ref().map(|r| r.pid),
+        source,
+    }
+}
+
+/// What a holder process runs: for a synclock without a record, its child.
+fn running_command(process: &Process) -> Vec<String> {
+    let is_synclock = process.command.first().is_some_and(|argv0| {
+        Path::new(argv0)
+            .file_name()
+            .is_some_and(|n| n == "synclock")
+    });
+    let child = is_synclock
+        .then(|| {
+            procfs::children(process.pid)
+                .first()
+                .and_then(|c| procfs::process(*c))
+        })
+        .flatten();
+    child.map_or_else(|| process.command.clone(), |child| child.command)
+}
+
+/// This machine's host name.
+pub fn local_host() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The holder in words, e.g. `PID 4242 (emerge --sync) for 3m 12s`.
+pub fn describe(holder: &Holder) -> String {
+    let command = if holder.command.is_empty() {
+        String::new()
+    } else {
+        let words: Vec<std::ffi::OsString> = holder.command.iter().map(Into::into).collect();
+        format!(" ({})", msg::command_line(&words))
+    };
+    let mut text = match (holder.pid, holder.namespace_pid, holder.acquired_by) {
+        (Some(pid), Some(inner), _) => {
+            format!("PID {pid}{command}, PID {inner} in its own PID namespace")
+        }
+        (Some(pid), None, Some(gone)) => {
+            format!("PID {pid}{command}, inherited from PID {gone} which is gone")
+        }
+        (Some(pid), None, None) => format!("PID {pid}{command}"),
+        (None, Some(inner), _) => format!("PID {inner}{command} in another PID namespace"),
+        (None, None, Some(gone)) => {
+            format!("a process that inherited it from PID {gone} (gone); run as root to see which")
+        }
+        (None, None, None) => "a process not visible from here".to_string(),
+    };
+    if let Some(host) = holder.host.as_ref().filter(|h| **h != local_host()) {
+        text.push_str(&format!(" on host {host}"));
+    }
+    if let Some(age) = holder
+        .since
+        .and_then(|since| SystemTime::now().duration_since(since).ok())
+    {
+        text.push_str(&format!(
+            " for {}",
+            msg::duration(Duration::from_secs(age.as_secs()))
+        ));
+    }
+    text
+}

@@ -1,0 +1,264 @@
+//! What the kernel says about locks and processes, read from /proc.
+//!
+//! `/proc/locks` names the lock by device and inode, so it answers without
+//! any permission on the lockfile, and for locks taken by other tools. Its
+//! PID is the process that called flock(); that process may have exited
+//! while a child keeps the inherited descriptor, so the real holders are
+//! found in the `lock:` lines of `/proc/PID/fdinfo/FD`.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::stat::{major, minor};
+
+use crate::lockfile::Identity;
+
+/// The FLOCK entries of one file in `/proc/locks`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LockEntries {
+    /// The PID recorded for the granted lock (the process that took it).
+    pub holder: Option<i32>,
+    /// PIDs blocked waiting for it (the `->` lines), in kernel order.
+    pub waiters: Vec<i32>,
+}
+
+/// A process as /proc shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Its PID in our namespace.
+    pub pid: i32,
+    /// Its argv (empty for kernel threads and zombies).
+    pub command: Vec<String>,
+    /// When it started.
+    pub started: Option<SystemTime>,
+    /// Its parent's PID.
+    pub parent: Option<i32>,
+}
+
+/// The `/proc/locks` entries for the file `id`; `None` if /proc/locks cannot
+/// be read.
+pub fn lock_entries(id: Identity) -> Option<LockEntries> {
+    let text = fs::read_to_string("/proc/locks").ok()?;
+    Some(parse_locks(&text, id))
+}
+
+/// Parses `/proc/locks` text, keeping the FLOCK lines of file `id`.
+pub fn parse_locks(text: &str, id: Identity) -> LockEntries {
+    let mut entries = LockEntries::default();
+    for line in text.lines() {
+        let Some(lock) = parse_lock_line(line) else {
+            continue;
+        };
+        if lock.file != key(id) {
+            continue;
+        }
+        if lock.blocked {
+            entries.waiters.push(lock.pid);
+        } else if entries.holder.is_none() {
+            entries.holder = Some(lock.pid);
+        }
+    }
+    entries
+}
+
+/// One parsed lock line: `1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF`,
+/// with `->` after the ordinal for a blocked waiter.
+struct LockLine {
+    blocked: bool,
+    pid: i32,
+    file: (u64, u64, u64),
+}
+
+fn parse_lock_line(line: &str) -> Option<LockLine> {
+    let mut words = line.split_whitespace();
+    words.next()?; // ordinal "N:"
+    let mut kind = words.next()?;
+    let blocked = kind == "->";
+    if blocked {
+        kind = words.next()?;
+    }
+    if kind != "FLOCK" {
+        return None;
+    }
+    let _advisory = words.next()?;
+    let _mode = words.next()?;
+    let pid = words.next()?.parse().ok()?;
+    let mut file = words.next()?.split(':');
+    let maj = u64::from_str_radix(file.next()?, 16).ok()?;
+    let min = u64::from_str_radix(file.next()?, 16).ok()?;
+    let ino = file.next()?.parse().ok()?;
+    Some(LockLine {
+        blocked,
+        pid,
+        file: (maj, min, ino),
+    })
+}
+
+fn key(id: Identity) -> (u64, u64, u64) {
+    (major(id.dev), minor(id.dev), id.ino)
+}
+
+/// Whether `pid` holds a flock on `id` through one of its descriptors;
+/// `None` when its fdinfo cannot be read (gone, or not ours to read).
+pub fn holds(pid: i32, id: Identity) -> Option<bool> {
+    let dir = fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?;
+    Some(dir.flatten().any(|entry| fdinfo_holds(&entry.path(), id)))
+}
+
+/// Every process that holds the flock on `id` through a descriptor of its
+/// own (all sharers of the open file description), from `/proc/*/fdinfo`.
+/// Reading other users' fdinfo needs root; others see only their own.
+pub fn holders(id: Identity) -> Vec<i32> {
+    let Ok(proc_dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = proc_dir
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| holds(*pid, id) == Some(true))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+fn fdinfo_holds(path: &Path, id: Identity) -> bool {
+    fs::read_to_string(path).is_ok_and(|info| {
+        info.lines()
+            .filter_map(|line| line.strip_prefix("lock:"))
+            .filter_map(parse_lock_line)
+            .any(|lock| !lock.blocked && lock.file == key(id))
+    })
+}
+
+/// What /proc says about `pid`, or `None` if there is no such process.
+pub fn process(pid: i32) -> Option<Process> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (parent, start_ticks) = parse_stat(&stat)?;
+    let command = fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|word| !word.is_empty())
+                .map(|word| String::from_utf8_lossy(word).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Process {
+        pid,
+        command,
+        started: boot_time().map(|boot| boot + ticks(start_ticks)),
+        parent,
+    })
+}
+
+/// The start time of `pid` in clock ticks since boot (field 22 of stat):
+/// with the PID, it names one process across PID reuse.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(_, ticks)| ticks)
+}
+
+/// Parent PID and start ticks from `/proc/PID/stat`. The command name in
+/// parentheses may itself hold spaces and parentheses, so fields are
+/// counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(Option<i32>, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); parent is field 4, starttime field 22.
+    let parent = fields.get(1)?.parse().ok().filter(|p| *p > 0);
+    let start = fields.get(19)?.parse().ok()?;
+    Some((parent, start))
+}
+
+/// The direct children of `pid`, if the kernel lists them.
+pub fn children(pid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The inode of our PID namespace: two processes see the same PIDs when
+/// theirs are equal.
+pub fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+fn boot_time() -> Option<SystemTime> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let secs = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+fn ticks(count: u64) -> Duration {
+    use nix::unistd::{SysconfVar, sysconf};
+    let per_second = sysconf(SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100);
+    let per_second = u64::try_from(per_second).unwrap_or(100);
+    Duration::from_millis(count.saturating_mul(1000) / per_second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::stat::makedev;
+
+    const LOCKS: &str = "\
+1: FLOCK  ADVISORY  WRITE 4242 00:2a:5678 0 EOF
+1: -> FLOCK  ADVISORY  WRITE 4300 00:2a:5678 0 EOF
+1: -> FLOCK  ADVISORY  WRITE 4301 00:2a:5678 0 EOF
+2: POSIX  ADVISORY  WRITE 99 00:2a:5678 0 EOF
+3: FLOCK  ADVISORY  WRITE 77 00:2a:9999 0 EOF
+4: OFDLCK ADVISORY  READ  -1 fd:01:5678 0 EOF
+";
+
+    #[test]
+    fn finds_holder_and_waiters_of_one_file() {
+        let id = Identity {
+            dev: makedev(0, 0x2a),
+            ino: 5678,
+        };
+        let entries = parse_locks(LOCKS, id);
+        assert_eq!(entries.holder, Some(4242));
+        assert_eq!(entries.waiters, vec![4300, 4301]);
+    }
+
+    #[test]
+    fn other_files_and_lock_kinds_are_ignored() {
+        let other_dev = Identity {
+            dev: makedev(0xfd, 1),
+            ino: 5678,
+        };
+        assert_eq!(parse_locks(LOCKS, other_dev), LockEntries::default());
+        let other_ino = Identity {
+            dev: makedev(0, 0x2a),
+            ino: 1,
+        };
+        assert_eq!(parse_locks(LOCKS, other_ino), LockEntries::default());
+    }
+
+    #[test]
+    fn stat_with_parentheses_in_the_name() {
+        let stat = "123 (a) b (c)) S 45 123 123 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 9876 1 2";
+        assert_eq!(parse_stat(stat), Some((Some(45), 9876)));
+    }
+
+    #[test]
+    fn this_process_is_visible() {
+        let me = process(std::process::id() as i32).expect("own /proc entry");
+        assert!(!me.command.is_empty());
+        assert!(me.started.is_some_and(|t| t <= SystemTime::now()));
+    }
+}

@@ -1,0 +1,246 @@
+//! The holder record: who holds the lock, written next to the lockfile.
+//!
+//! /proc cannot see everything: a holder in another PID namespace (a
+//! container sharing the lockfile through a bind mount) or on another host
+//! (NFS) is invisible or has another PID. So while it holds the lock,
+//! synclock writes `<lockfile>.holder` (pid, PID namespace, host, command,
+//! start time), readable by all (0644), replaced atomically (a fresh
+//! O_EXCL temp file renamed over it: no symlink is followed), and removes
+//! it on release. It is only ever written under the lock. Readers trust it
+//! only when its owner is the lockfile's owner, and only while the lock is
+//! held: where /proc answers, the kernel wins.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use nix::libc;
+
+/// What a holder says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The synclock process holding the lock, in its own PID namespace.
+    pub pid: i32,
+    /// Its start time in clock ticks since boot (guards against PID reuse).
+    pub start_ticks: u64,
+    /// The PID of the command it runs, in the same namespace.
+    pub child: Option<i32>,
+    /// The inode of its PID namespace.
+    pub pid_namespace: Option<u64>,
+    /// Its host name.
+    pub host: String,
+    /// The command run under the lock.
+    pub command: Vec<String>,
+    /// When it acquired the lock.
+    pub since: SystemTime,
+}
+
+/// Where the record of `lockfile` lives: `<lockfile>.holder`.
+pub fn path_for(lockfile: &Path) -> PathBuf {
+    let mut name = OsString::from(lockfile.as_os_str());
+    name.push(".holder");
+    PathBuf::from(name)
+}
+
+/// Replaces the record atomically. Call only while holding the lock.
+pub fn write(lockfile: &Path, record: &Record) -> std::io::Result<()> {
+    let target = path_for(lockfile);
+    let mut temp_name = OsString::from(".");
+    temp_name.push(target.file_name().unwrap_or_default());
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = target.with_file_name(temp_name);
+    // O_EXCL never follows a symlink; a leftover of a dead writer with our
+    // PID is ours to replace (we hold the lock).
+    let _ = fs::remove_file(&temp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&temp)?;
+    let written = file
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(encode(record).as_bytes()))
+        .and_then(|()| fs::rename(&temp, &target));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
+}
+
+/// Removes the record; call before releasing the lock.
+pub fn remove(lockfile: &Path) {
+    let _ = fs::remove_file(path_for(lockfile));
+}
+
+/// Reads the record if there is a trustworthy one: a regular file (not
+/// followed through a symlink) owned by `owner` (the lockfile's owner).
+pub fn read(lockfile: &Path, owner: u32) -> Option<Record> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path_for(lockfile))
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != owner || meta.len() > 64 * 1024 {
+        return None;
+    }
+    let mut text = String::new();
+    File::take(file, 64 * 1024).read_to_string(&mut text).ok()?;
+    decode(&text)
+}
+
+/// One `key value` line each; the command as one `arg` line per word, with
+/// backslash and newline escaped.
+fn encode(record: &Record) -> String {
+    let since = record
+        .since
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut text = format!(
+        "synclock-holder 1\npid {}\nstart_ticks {}\nhost {}\nsince {}.{:03}\n",
+        record.pid,
+        record.start_ticks,
+        escape(&record.host),
+        since.as_secs(),
+        since.subsec_millis()
+    );
+    if let Some(child) = record.child {
+        text.push_str(&format!("child {child}\n"));
+    }
+    if let Some(ns) = record.pid_namespace {
+        text.push_str(&format!("pid_namespace {ns}\n"));
+    }
+    for word in &record.command {
+        text.push_str(&format!("arg {}\n", escape(word)));
+    }
+    text
+}
+
+fn decode(text: &str) -> Option<Record> {
+    let mut lines = text.lines();
+    if lines.next()? != "synclock-holder 1" {
+        return None;
+    }
+    let mut record = Record {
+        pid: 0,
+        start_ticks: 0,
+        child: None,
+        pid_namespace: None,
+        host: String::new(),
+        command: Vec::new(),
+        since: SystemTime::UNIX_EPOCH,
+    };
+    for line in lines {
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        match key {
+            "pid" => record.pid = value.parse().ok()?,
+            "start_ticks" => record.start_ticks = value.parse().ok()?,
+            "child" => record.child = Some(value.parse().ok()?),
+            "pid_namespace" => record.pid_namespace = Some(value.parse().ok()?),
+            "host" => record.host = unescape(value),
+            "since" => {
+                let (secs, millis) = value.split_once('.').unwrap_or((value, "0"));
+                let since = Duration::from_secs(secs.parse().ok()?)
+                    + Duration::from_millis(millis.parse().ok()?);
+                record.since = SystemTime::UNIX_EPOCH + since;
+            }
+            "arg" => record.command.push(unescape(value)),
+            _ => {} // newer fields are skipped
+        }
+    }
+    (record.pid > 0).then_some(record)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            pid: 4242,
+            start_ticks: 98765,
+            child: Some(4250),
+            pid_namespace: Some(4026531836),
+            host: "builder".into(),
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo a\\b\nnext".into(),
+                String::new(),
+            ],
+            since: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_033_600_123),
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        assert_eq!(decode(&encode(&sample())), Some(sample()));
+    }
+
+    #[test]
+    fn garbage_is_no_record() {
+        assert_eq!(decode(""), None);
+        assert_eq!(decode("pid 5\n"), None);
+        assert_eq!(decode("synclock-holder 1\npid x\n"), None);
+        assert_eq!(decode("synclock-holder 1\nhost h\n"), None);
+    }
+
+    #[test]
+    fn write_read_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("l");
+        write(&lock, &sample()).unwrap();
+        let meta = fs::symlink_metadata(path_for(&lock)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+        assert_eq!(read(&lock, meta.uid()), Some(sample()));
+        assert_eq!(
+            read(&lock, meta.uid() + 1),
+            None,
+            "foreign owner must not be trusted"
+        );
+        remove(&lock);
+        assert_eq!(read(&lock, meta.uid()), None);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn symlinked_record_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("l");
+        let target = dir.path().join("target");
+        fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, path_for(&lock)).unwrap();
+        assert_eq!(read(&lock, 0), None);
+        write(&lock, &sample()).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert!(fs::symlink_metadata(path_for(&lock)).unwrap().is_file());
+    }
+}

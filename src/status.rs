@@ -1,0 +1,193 @@
+//! `synclock status [--json]`: is the lock free, who holds it, who waits.
+//!
+//! Works without permission to open the lockfile (it reads /proc/locks by
+//! device and inode); when it can open the lockfile it also probes with a
+//! non-blocking flock, which sees holders that /proc/locks filters out (a
+//! holder in another PID namespace). Exit 0 free, 1 held, 125 on error.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::Error;
+use crate::holder::{self, Holder, Inspection};
+use crate::lockfile;
+use crate::procfs::Process;
+
+/// Exit code of `status` for a free lock.
+pub const FREE: u8 = 0;
+/// Exit code of `status` for a held lock.
+pub const HELD: u8 = 1;
+
+/// Prints the state of the lock at `path` and returns the exit code.
+pub fn run(path: &Path, json: bool) -> Result<u8, Error> {
+    let inspection = inspect(path)?;
+    let text = if json {
+        to_json(path, &inspection)
+    } else {
+        to_text(path, &inspection)
+    };
+    print!("{text}");
+    Ok(if inspection.held { HELD } else { FREE })
+}
+
+/// The lock's state; a missing lockfile is a free lock.
+pub fn inspect(path: &Path) -> Result<Inspection, Error> {
+    let Some((id, owner)) = lockfile::look_up(path)? else {
+        return Ok(Inspection {
+            held: false,
+            holder: None,
+            waiters: Vec::new(),
+        });
+    };
+    Ok(holder::inspect(path, id, owner, || probe(path)))
+}
+
+/// Whether a non-blocking flock on the lockfile fails; `None` when we may
+/// not open it. Taking a free lock for a moment is harmless: a synclock
+/// starting just then waits that moment.
+fn probe(path: &Path) -> Option<bool> {
+    let (fd, _) = lockfile::open_existing(path).ok()?;
+    match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+        Ok(_guard) => Some(false),
+        Err((_, Errno::EWOULDBLOCK)) => Some(true),
+        Err(_) => None,
+    }
+}
+
+fn to_text(path: &Path, inspection: &Inspection) -> String {
+    let mut out = format!("lockfile: {}\n", path.display());
+    match &inspection.holder {
+        None => out.push_str("state: free\n"),
+        Some(holder) => {
+            out.push_str("state: held\n");
+            let _ = writeln!(out, "holder: {}", holder::describe(holder));
+            if let Some(pid) = holder.command_pid {
+                let _ = writeln!(out, "command pid: {pid}");
+            }
+            if let Some(host) = &holder.host {
+                let _ = writeln!(out, "host: {host}");
+            }
+            if let Some(since) = holder.since {
+                let _ = writeln!(out, "since: {}", humantime::format_rfc3339_seconds(since));
+            }
+        }
+    }
+    for waiter in &inspection.waiters {
+        let _ = writeln!(
+            out,
+            "waiting: PID {} ({})",
+            waiter.pid,
+            waiter.command.join(" ")
+        );
+    }
+    out
+}
+
+/// The stable JSON form documented in README.md.
+fn to_json(path: &Path, inspection: &Inspection) -> String {
+    let holder = inspection
+        .holder
+        .as_ref()
+        .map_or_else(|| "null".to_string(), holder_json);
+    let waiters: Vec<String> = inspection.waiters.iter().map(waiter_json).collect();
+    format!(
+        "{{\"lockfile\":{},\"held\":{},\"holder\":{holder},\"waiters\":[{}]}}\n",
+        string(&path.to_string_lossy()),
+        inspection.held,
+        waiters.join(",")
+    )
+}
+
+fn holder_json(holder: &Holder) -> String {
+    let age = holder
+        .since
+        .and_then(|since| SystemTime::now().duration_since(since).ok())
+        .map(|age| age.as_secs());
+    format!(
+        "{{\"pid\":{},\"host\":{},\"command\":{},\"since\":{},\"age_secs\":{},\
+         \"command_pid\":{},\"acquired_by\":{},\"namespace_pid\":{},\"source\":{}}}",
+        number(holder.pid),
+        holder.host.as_deref().map_or_else(|| "null".into(), string),
+        strings(&holder.command),
+        holder.since.map_or_else(
+            || "null".into(),
+            |s| string(&humantime::format_rfc3339_seconds(s).to_string())
+        ),
+        number(age),
+        number(holder.command_pid),
+        number(holder.acquired_by),
+        number(holder.namespace_pid),
+        string(holder.source.name()),
+    )
+}
+
+fn waiter_json(waiter: &Process) -> String {
+    format!(
+        "{{\"pid\":{},\"command\":{}}}",
+        waiter.pid,
+        strings(&waiter.command)
+    )
+}
+
+fn number<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "null".into(), |v| v.to_string())
+}
+
+fn strings(words: &[String]) -> String {
+    format!(
+        "[{}]",
+        words
+            .iter()
+            .map(|w| string(w))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// A JSON string literal.
+fn string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(string("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+    }
+
+    #[test]
+    fn free_lock_json() {
+        let free = Inspection {
+            held: false,
+            holder: None,
+            waiters: Vec::new(),
+        };
+        assert_eq!(
+            to_json(Path::new("/run/x.lock"), &free),
+            "{\"lockfile\":\"/run/x.lock\",\"held\":false,\"holder\":null,\"waiters\":[]}\n"
+        );
+    }
+}
