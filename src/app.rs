@@ -1,13 +1,14 @@
 //! What synclock does for each command line: the order of lock, run, release.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 
 use crate::child;
+use crate::clean;
 use crate::cli::{Action, Cli, Wait};
 use crate::error::Error;
 use crate::exit;
@@ -18,8 +19,10 @@ use crate::nested;
 use crate::procfs;
 use crate::progress::Progress;
 use crate::record::{self, Record};
+use crate::repos::{self, Repo};
 use crate::signals::Signals;
 use crate::status;
+use crate::syncers::{self, Gone};
 use crate::wait::{self, Observer, Outcome};
 
 /// Carries out the parsed command line and returns the exit code.
@@ -27,6 +30,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     msg::set_level(cli.level());
     match cli.action {
         Some(Action::Status { json }) => status::run(&cli.lockfile, json),
+        Some(Action::Clean { dry_run }) => run_clean(&cli, dry_run),
         None => run_locked(&cli),
     }
 }
@@ -48,52 +52,31 @@ impl Held {
     }
 }
 
-/// Takes the lock (or reuses an inherited one), runs the command and
-/// returns its exit code.
+/// Takes the lock (or reuses an inherited one), cleans, runs the command
+/// and returns its exit code.
 fn run_locked(cli: &Cli) -> Result<u8, Error> {
     let path = &cli.lockfile;
     let command_line = msg::command_line(&cli.command);
+    let start = Instant::now();
     let signals = Signals::block()?;
-    let held = if let Some(fd) = nested::inherited_lock(path) {
-        msg::verbose(format_args!(
-            "{} is already held for us (inherited descriptor {fd}); running {command_line}",
-            path.display()
-        ));
-        Held::Inherited(fd)
-    } else {
-        let (fd, _) = lockfile::open_checked(path)?;
-        let wait = cli.wait_policy();
-        let mut report = WaitReport::new(path, wait);
-        let outcome = wait::acquire(fd, path, wait, &signals, &mut report);
-        report.progress.clear();
-        match outcome? {
-            Outcome::Acquired(fd, waited) => {
-                msg::verbose(format_args!(
-                    "acquired {} after waiting {}",
-                    path.display(),
-                    msg::duration(waited)
-                ));
-                Held::Own(fd)
-            }
-            Outcome::Busy(waited) => {
-                report_conflict(path, wait, waited);
-                return Ok(cli.conflict_exit_code);
-            }
-            Outcome::Interrupted(signal) => {
-                msg::info(format_args!(
-                    "interrupted by {signal} while waiting for {}; {command_line} was not run",
-                    path.display()
-                ));
-                return Ok(exit::signal_code(signal as i32));
-            }
-        }
+    let held = match take_lock(cli, &signals, &command_line)? {
+        Ok(held) => held,
+        Err(code) => return Ok(code),
     };
+    if let Held::Own(fd) = &held {
+        let interrupted = previous_record(path, fd);
+        let cleaning = !cli.no_clean;
+        if let Prepared::Stop(code) =
+            prepare(cli, &signals, start, interrupted.as_ref(), cleaning, false)?
+        {
+            return Ok(code);
+        }
+    }
     let acquired = SystemTime::now();
     let started = Instant::now();
     let child = child::spawn(&cli.command, held.raw(), path, &signals)?;
-    if matches!(held, Held::Own(_)) {
-        write_record(path, &cli.command, child.id(), acquired);
-    }
+    let wrote_record =
+        matches!(held, Held::Own(_)) && write_record(path, &cli.command, child.id(), acquired);
     let status = child::supervise(child, &signals)?;
     if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
         && !matches!(signal, Signal::SIGINT | Signal::SIGPIPE)
@@ -106,7 +89,9 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         msg::info(format_args!("{command_line} was killed by {signal}{core}"));
     }
     if let Held::Own(fd) = held {
-        record::remove(path);
+        if wrote_record {
+            record::remove(path);
+        }
         drop(fd);
         msg::verbose(format_args!(
             "released {} after {}",
@@ -117,8 +102,203 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     Ok(exit::code_of(status))
 }
 
-/// Says who holds the lock for those who cannot ask /proc (see `record.rs`).
-fn write_record(path: &Path, command: &[std::ffi::OsString], child: u32, since: SystemTime) {
+/// `synclock clean`: lock, wait for outside syncs, clean, release.
+fn run_clean(cli: &Cli, dry_run: bool) -> Result<u8, Error> {
+    let start = Instant::now();
+    let signals = Signals::block()?;
+    let held = match take_lock(cli, &signals, "cleaning")? {
+        Ok(held) => held,
+        Err(code) => return Ok(code),
+    };
+    let interrupted = match &held {
+        Held::Own(fd) => previous_record(&cli.lockfile, fd),
+        Held::Inherited(_) => None,
+    };
+    let summary = match prepare(cli, &signals, start, interrupted.as_ref(), true, dry_run)? {
+        Prepared::Stop(code) => return Ok(code),
+        Prepared::Go(summary) => summary.unwrap_or_default(),
+    };
+    if interrupted.is_some() && !dry_run {
+        record::remove(&cli.lockfile);
+    }
+    if summary.items == 0 && summary.failures == 0 {
+        msg::info(format_args!("nothing to clean"));
+    }
+    Ok(if summary.failures > 0 {
+        exit::FAILURE
+    } else {
+        0
+    })
+}
+
+/// What the preparation inside the lock decided.
+enum Prepared {
+    /// Exit with this code, running nothing.
+    Stop(u8),
+    /// Go on; what cleaning did, if it ran.
+    Go(Option<clean::Summary>),
+}
+
+/// Takes the lock for `what` (a command line, for messages), or reuses an
+/// inherited one; `Err(code)` when synclock must exit with `code` instead.
+fn take_lock(cli: &Cli, signals: &Signals, what: &str) -> Result<Result<Held, u8>, Error> {
+    let path = &cli.lockfile;
+    if let Some(fd) = nested::inherited_lock(path) {
+        msg::verbose(format_args!(
+            "{} is already held for us (inherited descriptor {fd}); running {what}",
+            path.display()
+        ));
+        return Ok(Ok(Held::Inherited(fd)));
+    }
+    let (fd, _) = lockfile::open_checked(path)?;
+    let wait = cli.wait_policy();
+    let mut report = WaitReport::new(path, wait);
+    let outcome = wait::acquire(fd, path, wait, signals, &mut report);
+    report.progress.clear();
+    match outcome? {
+        Outcome::Acquired(fd, waited) => {
+            msg::verbose(format_args!(
+                "acquired {} after waiting {}",
+                path.display(),
+                msg::duration(waited)
+            ));
+            Ok(Ok(Held::Own(fd)))
+        }
+        Outcome::Busy(waited) => {
+            report_conflict(path, wait, waited);
+            Ok(Err(cli.conflict_exit_code))
+        }
+        Outcome::Interrupted(signal) => {
+            msg::info(format_args!(
+                "interrupted by {signal} while waiting for {}; {what} was not run",
+                path.display()
+            ));
+            Ok(Err(exit::signal_code(signal as i32)))
+        }
+    }
+}
+
+/// The record a previous holder left: it never reached its release, so its
+/// run was interrupted.
+fn previous_record(path: &Path, lock: &OwnedFd) -> Option<Record> {
+    let owner = nix::sys::stat::fstat(lock.as_fd()).ok()?.st_uid;
+    record::read(path, owner)
+}
+
+/// Inside the lock, before the command: wait for syncs running outside
+/// synclock (they must not overlap ours), then clean if `cleaning`.
+fn prepare(
+    cli: &Cli,
+    signals: &Signals,
+    start: Instant,
+    interrupted: Option<&Record>,
+    cleaning: bool,
+    dry_run: bool,
+) -> Result<Prepared, Error> {
+    let extra = cli.repos.iter().map(|dir| Repo {
+        name: dir.display().to_string(),
+        location: dir.clone(),
+        sync_type: None,
+        sync_rcu: false,
+        rcu_store_dir: None,
+    });
+    let repos = match repos::discover() {
+        Ok(found) => Some(found.into_iter().chain(extra).collect::<Vec<_>>()),
+        Err(err) => {
+            msg::info(format_args!(
+                "cannot use repos.conf ({err}); Portage ignores all of it then, so synclock \
+                 cleans nothing this time"
+            ));
+            None
+        }
+    };
+    let locations: Vec<PathBuf> = repos
+        .iter()
+        .flatten()
+        .flat_map(|r| {
+            [
+                Some(r.location.clone()),
+                std::fs::canonicalize(&r.location).ok(),
+            ]
+        })
+        .flatten()
+        .collect();
+    let outside = syncers::find(&locations);
+    if !outside.is_empty() {
+        return Ok(match wait_for_outside(cli, signals, start, &outside)? {
+            Some(code) => Prepared::Stop(code),
+            None => Prepared::Go(None),
+        });
+    }
+    let summary = match (cleaning, repos) {
+        (true, Some(repos)) => Some(clean::run(
+            &repos,
+            &repos::portage_tmpdir(),
+            interrupted,
+            dry_run,
+        )),
+        _ => None,
+    };
+    Ok(Prepared::Go(summary))
+}
+
+/// Waits, within the `--wait` budget, for syncs that run outside synclock;
+/// nothing is cleaned this time.
+fn wait_for_outside(
+    cli: &Cli,
+    signals: &Signals,
+    start: Instant,
+    outside: &[procfs::Process],
+) -> Result<Option<u8>, Error> {
+    let first = &outside[0];
+    let more = match outside.len() {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    };
+    let who = format!("PID {} ({}){more}", first.pid, first.command.join(" "));
+    let wait = cli.wait_policy();
+    let deadline = match wait {
+        Wait::No => {
+            msg::info(format_args!(
+                "{who} runs outside synclock; not waiting (--nonblock or --wait 0)"
+            ));
+            return Ok(Some(cli.conflict_exit_code));
+        }
+        Wait::Upto(limit) => Some(start + limit),
+        Wait::Forever => None,
+    };
+    let limit = match wait {
+        Wait::Upto(limit) => format!("; waiting up to {}", msg::duration(limit)),
+        Wait::No | Wait::Forever => String::new(),
+    };
+    msg::info(format_args!(
+        "waiting for {who}, which runs outside synclock; cleaning nothing this time{limit}"
+    ));
+    match syncers::wait_gone(outside, deadline, signals)? {
+        Gone::All => Ok(None),
+        Gone::TimedOut => {
+            msg::info(format_args!(
+                "gave up waiting; {who} still runs outside synclock"
+            ));
+            Ok(Some(cli.conflict_exit_code))
+        }
+        Gone::Interrupted(signal) => {
+            msg::info(format_args!(
+                "interrupted by {signal} while waiting for {who}; nothing was run"
+            ));
+            Ok(Some(exit::signal_code(signal as i32)))
+        }
+    }
+}
+
+/// Says who holds the lock for those who cannot ask /proc (see `record.rs`);
+/// true when the record was written.
+fn write_record(
+    path: &Path,
+    command: &[std::ffi::OsString],
+    child: u32,
+    since: SystemTime,
+) -> bool {
     let pid = std::process::id() as i32;
     let record = Record {
         pid,
@@ -132,11 +312,15 @@ fn write_record(path: &Path, command: &[std::ffi::OsString], child: u32, since: 
             .collect(),
         since,
     };
-    if let Err(err) = record::write(path, &record) {
-        msg::verbose(format_args!(
-            "cannot write holder record {}: {err}; status will know less",
-            record::path_for(path).display()
-        ));
+    match record::write(path, &record) {
+        Ok(()) => true,
+        Err(err) => {
+            msg::verbose(format_args!(
+                "cannot write holder record {}: {err}; status will know less",
+                record::path_for(path).display()
+            ));
+            false
+        }
     }
 }
 

@@ -64,6 +64,15 @@ pub struct Cli {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// Also clean this repository location (repeatable), besides those in
+    /// repos.conf.
+    #[arg(long = "repo", value_name = "DIR")]
+    pub repos: Vec<PathBuf>,
+
+    /// Do not clean stale sync leftovers before running COMMAND.
+    #[arg(long)]
+    pub no_clean: bool,
+
     /// What to do instead of running a command.
     #[command(subcommand)]
     pub action: Option<Action>,
@@ -87,6 +96,13 @@ pub enum Action {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Take the lock, remove stale sync leftovers, run nothing
+    /// (exit 0, or 125 if something could not be removed).
+    Clean {
+        /// List what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -6,18 +6,23 @@
 
 mod app;
 mod child;
+mod clean;
 mod cli;
 mod error;
 mod exit;
 mod holder;
+mod ini;
 mod lockfile;
 mod msg;
 mod nested;
 mod procfs;
 mod progress;
 mod record;
+mod remove;
+mod repos;
 mod signals;
 mod status;
+mod syncers;
 mod wait;
 
 use std::process::ExitCode;

@@ -170,6 +170,25 @@ fn parse_stat(stat: &str) -> Option<(Option<i32>, u64)> {
     Some((parent, start))
 }
 
+/// A process other than us whose working directory or an open file lies
+/// under `location`, if any (what git's own locks protect against).
+pub fn user_of(location: &Path) -> Option<Process> {
+    let me = std::process::id() as i32;
+    let under =
+        |link: std::io::Result<std::path::PathBuf>| link.is_ok_and(|p| p.starts_with(location));
+    fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .find(|pid| {
+            under(fs::read_link(format!("/proc/{pid}/cwd")))
+                || fs::read_dir(format!("/proc/{pid}/fd"))
+                    .is_ok_and(|fds| fds.flatten().any(|fd| under(fs::read_link(fd.path()))))
+        })
+        .and_then(process)
+}
+
 /// The direct children of `pid`, if the kernel lists them.
 pub fn children(pid: i32) -> Vec<i32> {
     fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))

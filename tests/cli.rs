@@ -2,6 +2,7 @@
 
 mod support;
 
+mod clean;
 mod exit_codes;
 mod holder;
 mod lockfile_safety;

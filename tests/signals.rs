@@ -43,7 +43,7 @@ fn sigterm_while_running_is_forwarded_and_status_returned() {
         "--",
         "sh",
         "-c",
-        "trap 'kill $! 2>/dev/null; exit 7' TERM; sleep 60 & echo ready; wait",
+        "trap 'kill $! 2>/dev/null; exit 7' TERM; sleep 60 >/dev/null 2>&1 & echo ready; wait",
     ]));
     run.expect_stdout("ready");
     run.signal(Signal::SIGTERM);

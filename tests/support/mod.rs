@@ -11,6 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,18 +31,47 @@ pub fn deadline() -> Duration {
     Duration::from_secs(20) * factor
 }
 
+/// Tests share the machine's /proc: a test that starts a stand-in for an
+/// unwrapped `emerge --sync` would make every other test's synclock wait for
+/// it (correctly). Such a test holds this lock for writing; all others for
+/// reading.
+static MACHINE: RwLock<()> = RwLock::new(());
+
 /// A private directory with a lockfile path inside it.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
+    _machine: Machine,
+}
+
+enum Machine {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
 }
 
 impl TestEnv {
     pub fn new() -> Self {
+        let guard = MACHINE
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Self::with(Machine::Shared(guard))
+    }
+
+    /// For a test that starts processes every synclock would wait for.
+    pub fn exclusive() -> Self {
+        let guard = MACHINE
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Self::with(Machine::Exclusive(guard))
+    }
+
+    fn with(machine: Machine) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("synclock-test")
+            .tempdir()
+            .unwrap();
         TestEnv {
-            dir: tempfile::Builder::new()
-                .prefix("synclock-test")
-                .tempdir()
-                .unwrap(),
+            dir,
+            _machine: machine,
         }
     }
 

@@ -1,0 +1,570 @@
+//! Cleaning what killed syncs leave behind, inside the lock, exactly where
+//! Portage leaves it (rows 1–7 of "Paths to clean" in portage-notes.md):
+//!
+//! 1. `L/.tmp-unverified-download-quarantine` (then `L/metadata/timestamp.chk`,
+//!    so the next rsync compares everything);
+//! 2. sync-rcu `S/update/` when `S/latest` is a directory;
+//! 3. `S/latest.new` and 4. `U.new`, when they are symlinks;
+//! 5. zipfile `L/.tempXXXXXXXX` directories;
+//! 6. emerge-webrsync / delta-webrsync temp dirs under PORTAGE_TMPDIR (then
+//!    the gentoo repo's `metadata/timestamp.x` if a snapshot was unpacked);
+//! 7. stale git lock files, only when no process uses the repository and
+//!    they are older than [`GIT_LOCK_MIN_AGE`].
+//!
+//! After an interrupted wrapped run, the rsync and webrsync repos may be
+//! half-copied: their `metadata/timestamp.chk` / `timestamp.x` are removed so
+//! the next sync does a full compare. Nothing else is ever touched: not
+//! `S/latest` or snapshots, `*.portage_lockfile`, gemato homes, distfiles,
+//! or rsync's own temp files. Removal never follows a symlink (see
+//! `remove.rs`), stays inside the repository, the rcu store or
+//! PORTAGE_TMPDIR, and an error is reported in one line without stopping
+//! the sync.
+
+use std::fs;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use nix::libc;
+use nix::sys::stat::fstat;
+
+use crate::msg;
+use crate::procfs;
+use crate::record::Record;
+use crate::remove::{self, kind, open_dir, open_subdir, stat_at};
+use crate::repos::Repo;
+
+/// The quarantine a hardlink rsync sync works in (row 1).
+pub const QUARANTINE: &str = ".tmp-unverified-download-quarantine";
+/// How old a git lock file must be before it counts as stale (row 7).
+pub const GIT_LOCK_MIN_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// What a cleaning pass did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Items removed (or, in a dry run, that would be).
+    pub items: usize,
+    /// Entries removed in all.
+    pub entries: u64,
+    /// Items that could not be removed.
+    pub failures: usize,
+}
+
+/// Cleans the leftovers of `repos` and of webrsync under `tmpdir`. With
+/// `interrupted`, the previous wrapped run did not finish.
+pub fn run(repos: &[Repo], tmpdir: &Path, interrupted: Option<&Record>, dry_run: bool) -> Summary {
+    let mut cleaner = Cleaner {
+        dry_run,
+        summary: Summary::default(),
+        portage_uid: portage_uid(),
+    };
+    let located: Vec<(&Repo, PathBuf)> = repos
+        .iter()
+        .filter_map(|repo| Some((repo, cleaner.location(repo)?)))
+        .collect();
+    for (repo, location) in &located {
+        cleaner.repo(repo, location);
+    }
+    let gentoo = located
+        .iter()
+        .find(|(repo, _)| repo.name == "gentoo")
+        .map(|(_, l)| l.as_path());
+    cleaner.webrsync(tmpdir, gentoo);
+    if let Some(record) = interrupted {
+        cleaner.interrupted(record, &located);
+    }
+    cleaner.summary
+}
+
+struct Cleaner {
+    dry_run: bool,
+    summary: Summary,
+    portage_uid: Option<u32>,
+}
+
+impl Cleaner {
+    /// L = realpath(U), if it is an absolute, existing, local directory
+    /// other than `/`.
+    fn location(&self, repo: &Repo) -> Option<PathBuf> {
+        let written = &repo.location;
+        let skip = |why: &str| {
+            msg::verbose(format_args!(
+                "not cleaning repository {} at {}: {why}",
+                repo.name,
+                written.display()
+            ));
+            None
+        };
+        if !written.is_absolute() {
+            return skip("its location is not an absolute path");
+        }
+        let Ok(location) = fs::canonicalize(written) else {
+            return skip("it does not exist");
+        };
+        if location == Path::new("/") || !location.is_dir() {
+            return skip("it is not a directory other than /");
+        }
+        if is_remote(&location) {
+            return skip("it is on a network file system");
+        }
+        Some(location)
+    }
+
+    fn repo(&mut self, repo: &Repo, location: &Path) {
+        let Ok(dir) = open_dir(location) else { return };
+        let repo_owner = fstat(dir.as_fd()).map(|s| s.st_uid).unwrap_or(0);
+        // Row 1: the hardlink quarantine, in any repository.
+        let quarantine = location.join(QUARANTINE);
+        if let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(QUARANTINE)) {
+            let trusted = self.owned_by(stat.st_uid, repo_owner);
+            match kind(&stat) {
+                libc::S_IFLNK => {
+                    self.remove(
+                        dir.as_fd(),
+                        QUARANTINE,
+                        &quarantine,
+                        "stale quarantine symlink",
+                    );
+                }
+                libc::S_IFDIR if trusted => {
+                    let what = format!("stale {QUARANTINE} in {}", location.display());
+                    if self.remove(dir.as_fd(), QUARANTINE, &quarantine, &what) {
+                        self.metadata_file(
+                            &dir,
+                            location,
+                            "timestamp.chk",
+                            "to force a full compare",
+                        );
+                    }
+                }
+                libc::S_IFDIR => self.refuse(&quarantine, stat.st_uid),
+                _ => {}
+            }
+        }
+        if repo.sync_rcu {
+            self.rcu(repo);
+        }
+        if repo.is("zipfile") {
+            self.zipfile(&dir, location, repo_owner);
+        }
+        if repo.is("git") {
+            self.git(&dir, location);
+        }
+    }
+
+    /// Rows 2–4: sync-rcu's staging tree and temporary symlinks.
+    fn rcu(&mut self, repo: &Repo) {
+        let written = repo
+            .location
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        let user_new = PathBuf::from(format!("{written}.new"));
+        if let (Some(parent), Some(name)) = (user_new.parent(), user_new.file_name())
+            && let Ok(dir) = open_dir(parent)
+            && let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(name))
+            && kind(&stat) == libc::S_IFLNK
+        {
+            self.remove(
+                dir.as_fd(),
+                &name.to_string_lossy(),
+                &user_new,
+                "stale sync-rcu symlink",
+            );
+        }
+        let Some(store) = repo
+            .rcu_store_dir
+            .as_ref()
+            .and_then(|s| fs::canonicalize(s).ok())
+        else {
+            return;
+        };
+        if store == Path::new("/") {
+            return;
+        }
+        let Ok(dir) = open_dir(&store) else { return };
+        if let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new("latest.new"))
+            && kind(&stat) == libc::S_IFLNK
+        {
+            self.remove(
+                dir.as_fd(),
+                "latest.new",
+                &store.join("latest.new"),
+                "stale sync-rcu symlink",
+            );
+        }
+        let update = store.join("update");
+        if !matches!(stat_at(dir.as_fd(), Path::new("update")), Ok(Some(ref s)) if kind(s) == libc::S_IFDIR)
+        {
+            return;
+        }
+        if store.join("latest").is_dir() {
+            self.remove(
+                dir.as_fd(),
+                "update",
+                &update,
+                &format!("stale sync-rcu staging tree {}", update.display()),
+            );
+        } else if !repo.location.is_symlink() {
+            msg::info(format_args!(
+                "left {} alone: {}/latest is missing, so it may hold the only copy of repository {} \
+                 (an interrupted sync-rcu migration); run the sync to finish it",
+                update.display(),
+                store.display(),
+                repo.name
+            ));
+        }
+    }
+
+    /// Row 5: zipfile's `.tempXXXXXXXX` holding the previous tree.
+    fn zipfile(&mut self, dir: &OwnedFd, location: &Path, repo_owner: u32) {
+        for name in names_matching(location, |n| mktemp_name(n, ".temp", 8, zipfile_char)) {
+            if let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(&name))
+                && kind(&stat) == libc::S_IFDIR
+                && self.owned_by(stat.st_uid, repo_owner)
+            {
+                let path = location.join(&name);
+                self.remove(
+                    dir.as_fd(),
+                    &name,
+                    &path,
+                    &format!("stale zipfile temp dir {}", path.display()),
+                );
+            }
+        }
+    }
+
+    /// Row 6: webrsync temp dirs of dead runs.
+    fn webrsync(&mut self, tmpdir: &Path, gentoo: Option<&Path>) {
+        let mut snapshot = false;
+        let portage = tmpdir.join("portage");
+        let places: [(&Path, &[&str]); 2] = [
+            (tmpdir, &["emerge-webrsync."]),
+            (&portage, &["webrsync-", "delta-webrsync.", "webrsync."]),
+        ];
+        for (place, prefixes) in places {
+            let Ok(dir) = open_dir(place) else { continue };
+            let matching = |n: &str| prefixes.iter().any(|p| mktemp_name(n, p, 6, mktemp_char));
+            for name in names_matching(place, matching) {
+                let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(&name)) else {
+                    continue;
+                };
+                if kind(&stat) != libc::S_IFDIR || !self.owned_by(stat.st_uid, 0) {
+                    continue;
+                }
+                let path = place.join(&name);
+                snapshot |= path.join("snapshot").is_dir();
+                self.remove(
+                    dir.as_fd(),
+                    &name,
+                    &path,
+                    &format!("stale webrsync temp dir {}", path.display()),
+                );
+            }
+        }
+        if let Some(gentoo) = gentoo.filter(|_| snapshot || tarsync_installed())
+            && let Ok(dir) = open_dir(gentoo)
+        {
+            self.metadata_file(
+                &dir,
+                gentoo,
+                "timestamp.x",
+                "so that the next webrsync is not refused",
+            );
+        }
+    }
+
+    /// Row 7: git's lock files, if nobody uses the repository.
+    fn git(&mut self, dir: &OwnedFd, location: &Path) {
+        let Ok(git) = open_subdir(dir.as_fd(), Path::new(".git")) else {
+            return;
+        };
+        let git_path = location.join(".git");
+        if !head_resolves(&git_path) {
+            msg::info(format_args!(
+                "{} has no resolvable HEAD (an interrupted first clone?); left as is: remove {} \
+                 and sync again to re-clone",
+                location.display(),
+                git_path.display()
+            ));
+        }
+        let mut candidates: Vec<PathBuf> = [
+            "index",
+            "shallow",
+            "HEAD",
+            "ORIG_HEAD",
+            "config",
+            "packed-refs",
+        ]
+        .iter()
+        .map(|name| git_path.join(format!("{name}.lock")))
+        .collect();
+        collect_ref_locks(&git_path.join("refs"), &mut candidates, 0);
+        let pack = git_path.join("objects/pack");
+        candidates.extend(
+            names_matching(&pack, |n| {
+                n.starts_with("tmp_pack_") || n.starts_with("tmp_idx_")
+            })
+            .iter()
+            .map(|n| pack.join(n)),
+        );
+        let now = SystemTime::now();
+        let stale: Vec<PathBuf> = candidates
+            .into_iter()
+            .filter(|path| {
+                fs::symlink_metadata(path).is_ok_and(|m| {
+                    m.is_file()
+                        && m.modified().is_ok_and(|t| {
+                            now.duration_since(t)
+                                .is_ok_and(|age| age >= GIT_LOCK_MIN_AGE)
+                        })
+                })
+            })
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        if let Some(user) = procfs::user_of(location) {
+            msg::info(format_args!(
+                "left stale git locks in {} alone: PID {} ({}) uses the repository",
+                location.display(),
+                user.pid,
+                user.command.join(" ")
+            ));
+            return;
+        }
+        drop(git);
+        for path in stale {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            // Open the parent without following symlinks below .git.
+            let Some(parent_fd) = open_below(dir.as_fd(), location, parent) else {
+                continue;
+            };
+            self.remove(
+                parent_fd.as_fd(),
+                &name.to_string_lossy(),
+                &path,
+                &format!("stale git lock {}", path.display()),
+            );
+        }
+    }
+
+    /// After an interrupted run: force a full compare of rsync and webrsync
+    /// repositories.
+    fn interrupted(&mut self, record: &Record, located: &[(&Repo, PathBuf)]) {
+        let since = humantime::format_rfc3339_seconds(record.since);
+        msg::info(format_args!(
+            "the previous run under this lock (PID {}: {}, started {since}) did not finish; \
+             forcing a full compare of its rsync and webrsync repositories",
+            record.pid,
+            record.command.join(" ")
+        ));
+        for (repo, location) in located {
+            if repo.is("rsync") || repo.is("webrsync") || repo.sync_type.is_none() {
+                let Ok(dir) = open_dir(location) else {
+                    continue;
+                };
+                for name in ["timestamp.chk", "timestamp.x"] {
+                    self.metadata_file(&dir, location, name, "to force a full compare");
+                }
+            }
+        }
+    }
+
+    /// Removes `L/metadata/NAME` if it is a regular file.
+    fn metadata_file(&mut self, dir: &OwnedFd, location: &Path, name: &str, why: &str) {
+        let Ok(metadata) = open_subdir(dir.as_fd(), Path::new("metadata")) else {
+            return;
+        };
+        if let Ok(Some(stat)) = stat_at(metadata.as_fd(), Path::new(name))
+            && kind(&stat) == libc::S_IFREG
+        {
+            let path = location.join("metadata").join(name);
+            self.remove(
+                metadata.as_fd(),
+                name,
+                &path,
+                &format!("{} {why}", path.display()),
+            );
+        }
+    }
+
+    /// Removes (or counts) `name` in `dir` and reports it; true on success.
+    fn remove(&mut self, dir: BorrowedFd<'_>, name: &str, path: &Path, what: &str) -> bool {
+        let outcome = remove::remove(dir, Path::new(name), path, self.dry_run);
+        let entries = match outcome.entries {
+            0 | 1 => String::new(),
+            n => format!(" ({} entries)", thousands(n)),
+        };
+        if let Some(failure) = outcome.failure {
+            self.summary.failures += 1;
+            msg::info(format_args!(
+                "cannot remove {}: {}; left {} in place (fix permissions or remove it by hand)",
+                failure.path.display(),
+                failure.errno.desc(),
+                path.display()
+            ));
+            return false;
+        }
+        self.summary.items += 1;
+        self.summary.entries += outcome.entries;
+        if self.dry_run {
+            println!("would remove {}{entries}", path.display());
+        } else {
+            msg::info(format_args!("removed {what}{entries}"));
+        }
+        true
+    }
+
+    fn owned_by(&self, uid: u32, repo_owner: u32) -> bool {
+        uid == 0 || uid == repo_owner || Some(uid) == self.portage_uid
+    }
+
+    fn refuse(&mut self, path: &Path, uid: u32) {
+        self.summary.failures += 1;
+        msg::info(format_args!(
+            "left {} alone: it is owned by uid {uid}, not root, portage or the repository's owner",
+            path.display()
+        ));
+    }
+}
+
+/// Names in `dir` that satisfy `wanted`.
+fn names_matching(dir: &Path, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| wanted(n))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `prefix` followed by exactly `len` characters accepted by `allowed`.
+fn mktemp_name(name: &str, prefix: &str, len: usize, allowed: fn(char) -> bool) -> bool {
+    name.strip_prefix(prefix)
+        .is_some_and(|rest| rest.chars().count() == len && rest.chars().all(allowed))
+}
+
+/// Python's tempfile names: `[a-z0-9_]`.
+fn zipfile_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
+}
+
+/// mktemp(1)'s `XXXXXX`: `[A-Za-z0-9]`.
+fn mktemp_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+}
+
+fn collect_ref_locks(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        if file_type.is_dir() && depth < 16 {
+            collect_ref_locks(&path, out, depth + 1);
+        } else if file_type.is_file() && path.extension().is_some_and(|e| e == "lock") {
+            out.push(path);
+        }
+    }
+}
+
+/// Opens `target`, a directory below `location`, one component at a time
+/// without following symlinks.
+fn open_below(location_fd: BorrowedFd<'_>, location: &Path, target: &Path) -> Option<OwnedFd> {
+    let relative = target.strip_prefix(location).ok()?;
+    let mut current = location_fd.try_clone_to_owned().ok()?;
+    for part in relative.components() {
+        current = open_subdir(current.as_fd(), Path::new(part.as_os_str())).ok()?;
+    }
+    Some(current)
+}
+
+/// Whether `.git/HEAD` names a commit or an existing ref.
+fn head_resolves(git: &Path) -> bool {
+    let Ok(head) = fs::read_to_string(git.join("HEAD")) else {
+        return false;
+    };
+    let head = head.trim();
+    match head.strip_prefix("ref:") {
+        None => !head.is_empty(),
+        Some(name) => {
+            let name = name.trim();
+            git.join(name).is_file()
+                || fs::read_to_string(git.join("packed-refs"))
+                    .is_ok_and(|p| p.lines().any(|l| l.ends_with(&format!(" {name}"))))
+        }
+    }
+}
+
+fn tarsync_installed() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("tarsync").is_file()))
+}
+
+fn portage_uid() -> Option<u32> {
+    nix::unistd::User::from_name("portage")
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+}
+
+/// NFS, SMB/CIFS and FUSE: another host may be syncing there.
+fn is_remote(path: &Path) -> bool {
+    const REMOTE: [i64; 4] = [0x6969, 0xFF53_4D42, 0xFE53_4D42, 0x6573_5546];
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| REMOTE.contains(&{ fs.filesystem_type().0 }))
+}
+
+/// `41230` as `41,230`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_get_thousands_separators() {
+        assert_eq!(thousands(7), "7");
+        assert_eq!(thousands(41_230), "41,230");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn temp_names_match_exactly() {
+        assert!(mktemp_name(".tempab_3x9zq", ".temp", 8, zipfile_char));
+        assert!(!mktemp_name(".tempAB_3x9zq", ".temp", 8, zipfile_char));
+        assert!(!mktemp_name(".tempab_3x9z", ".temp", 8, zipfile_char));
+        assert!(mktemp_name(
+            "emerge-webrsync.Ab3dEf",
+            "emerge-webrsync.",
+            6,
+            mktemp_char
+        ));
+        assert!(!mktemp_name(
+            "emerge-webrsync.Ab3dE_",
+            "emerge-webrsync.",
+            6,
+            mktemp_char
+        ));
+    }
+}

@@ -1,0 +1,239 @@
+//! Removing what a dead sync left behind, without ever following a symlink.
+//!
+//! Every step is relative to an already opened directory: entries are
+//! listed with getdents, files and symlinks are unlinked with `unlinkat`,
+//! subdirectories are entered with `openat(O_NOFOLLOW | O_DIRECTORY)`, and a
+//! subdirectory on another file system (a mount point) is left alone. So a
+//! symlink anywhere in the tree is removed as a link, its target untouched,
+//! and nothing outside the tree can be reached by renaming things inside it
+//! while we work. This is what `rm -rf` does, at the same cost.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::libc;
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+/// The first thing that could not be removed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Where (for messages only).
+    pub path: PathBuf,
+    /// The kernel's answer.
+    pub errno: Errno,
+}
+
+/// What a removal did: entries removed (or, in a dry run, found), and the
+/// first failure if any.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Entries removed or counted, the top one included.
+    pub entries: u64,
+    /// The first entry that could not be removed.
+    pub failure: Option<Failure>,
+}
+
+/// Opens a directory to work in, following symlinks only in `path` itself
+/// (a repository location may be reached through one, as Portage's realpath).
+pub fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens the subdirectory `name` of `parent` without following a symlink.
+pub fn open_subdir(parent: BorrowedFd<'_>, name: &Path) -> Result<OwnedFd, Errno> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    openat(parent, name, flags, Mode::empty())
+}
+
+/// `lstat` of `name` in `parent`; `None` when it does not exist.
+pub fn stat_at(parent: BorrowedFd<'_>, name: &Path) -> Result<Option<FileStat>, Errno> {
+    match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(Some(stat)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Whether a stat result is a directory, a symlink or a regular file.
+pub fn kind(stat: &FileStat) -> libc::mode_t {
+    stat.st_mode & libc::S_IFMT
+}
+
+/// Removes `name` in `parent` (at `shown`, for messages): a whole tree if
+/// it is a directory, else the one entry. With `dry_run`, only counts.
+pub fn remove(parent: BorrowedFd<'_>, name: &Path, shown: &Path, dry_run: bool) -> Outcome {
+    let mut outcome = Outcome::default();
+    let Ok(cname) = CString::new(name.as_os_str().as_encoded_bytes()) else {
+        outcome.failure = Some(Failure {
+            path: shown.to_path_buf(),
+            errno: Errno::EINVAL,
+        });
+        return outcome;
+    };
+    let device = fstat(parent).map(|s| s.st_dev).unwrap_or(0);
+    let above = shown.parent().unwrap_or(Path::new(""));
+    remove_entry(
+        parent,
+        &cname,
+        None,
+        device,
+        above,
+        dry_run,
+        &mut outcome,
+        0,
+    );
+    outcome
+}
+
+/// Directory depth beyond which synclock stops descending: deeper than any
+/// Portage tree, and a bound on open descriptors.
+const MAX_DEPTH: usize = 64;
+
+#[allow(clippy::too_many_arguments)]
+fn remove_entry(
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    hint: Option<Type>,
+    device: u64,
+    above: &Path,
+    dry_run: bool,
+    outcome: &mut Outcome,
+    depth: usize,
+) {
+    // The path is built only where needed: a message, or a directory.
+    let shown = || above.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+    let is_dir = match hint {
+        Some(Type::Directory) => true,
+        Some(_) => false,
+        None => match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => kind(&stat) == libc::S_IFDIR,
+            Err(Errno::ENOENT) => return,
+            Err(errno) => return fail(outcome, &shown(), errno),
+        },
+    };
+    if is_dir {
+        if depth >= MAX_DEPTH {
+            return fail(outcome, &shown(), Errno::ELOOP);
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let dir = match openat(parent, name, flags, Mode::empty()) {
+            Ok(dir) => dir,
+            Err(errno) => return fail(outcome, &shown(), errno),
+        };
+        match fstat(dir.as_fd()) {
+            Ok(stat) if stat.st_dev == device => {}
+            Ok(_) => return fail(outcome, &shown(), Errno::EXDEV), // a mount point
+            Err(errno) => return fail(outcome, &shown(), errno),
+        }
+        let children = match list(&dir) {
+            Ok(children) => children,
+            Err(errno) => return fail(outcome, &shown(), errno),
+        };
+        let here = shown();
+        for (child, child_type) in children {
+            remove_entry(
+                dir.as_fd(),
+                &child,
+                child_type,
+                device,
+                &here,
+                dry_run,
+                outcome,
+                depth + 1,
+            );
+        }
+    }
+    if !dry_run {
+        let flag = if is_dir {
+            UnlinkatFlags::RemoveDir
+        } else {
+            UnlinkatFlags::NoRemoveDir
+        };
+        match unlinkat(parent, name, flag) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => return,
+            Err(errno) => return fail(outcome, &shown(), errno),
+        }
+    }
+    outcome.entries += 1;
+}
+
+/// The entries of `dir` (without `.` and `..`), read before any is removed.
+fn list(dir: &OwnedFd) -> Result<Vec<(CString, Option<Type>)>, Errno> {
+    let own = dir
+        .try_clone()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    let mut reader = Dir::from_fd(own)?;
+    let mut children = Vec::new();
+    for entry in reader.iter() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            children.push((name.to_owned(), entry.file_type()));
+        }
+    }
+    Ok(children)
+}
+
+fn fail(outcome: &mut Outcome, shown: &Path, errno: Errno) {
+    outcome.failure.get_or_insert(Failure {
+        path: shown.to_path_buf(),
+        errno,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn removes_a_tree_but_not_what_symlinks_point_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), "x").unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        fs::write(tree.join("a/b/f"), "x").unwrap();
+        fs::write(tree.join("g"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).unwrap();
+        let top = open_dir(dir.path()).unwrap();
+        let counted = remove(top.as_fd(), Path::new("tree"), &tree, true);
+        assert_eq!((counted.entries, counted.failure), (6, None));
+        assert!(tree.exists(), "a dry run removes nothing");
+        let removed = remove(top.as_fd(), Path::new("tree"), &tree, false);
+        assert_eq!((removed.entries, removed.failure), (6, None));
+        assert!(!tree.exists());
+        assert!(outside.join("keep").exists(), "symlink target untouched");
+    }
+
+    #[test]
+    fn a_symlink_itself_is_unlinked_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("keep"), "x").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
+        let top = open_dir(dir.path()).unwrap();
+        let removed = remove(
+            top.as_fd(),
+            Path::new("link"),
+            &dir.path().join("link"),
+            false,
+        );
+        assert_eq!(removed.entries, 1);
+        assert!(target.join("keep").exists());
+        assert!(fs::symlink_metadata(dir.path().join("link")).is_err());
+    }
+}

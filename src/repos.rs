@@ -1,0 +1,228 @@
+//! Finding the repositories a sync writes to, the way Portage finds them.
+//!
+//! `PORTAGE_REPOSITORIES`, when set, is the only source. Otherwise
+//! `${EPREFIX}/usr/share/portage/config/repos.conf`, then
+//! `${PORTAGE_CONFIGROOT:-${EPREFIX}/}etc/portage/repos.conf`, each a file or
+//! a directory walked recursively in sorted order, skipping names that start
+//! with `.` or end with `~` (and VCS directories). All go into one parser
+//! (see `ini.rs`); an error anywhere makes Portage ignore all of repos.conf,
+//! and then synclock cleans nothing.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::ini;
+
+/// One repository from repos.conf (or `--repo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    /// The section name (`gentoo`), or the path for `--repo`.
+    pub name: String,
+    /// `location` as written (U in portage-notes.md).
+    pub location: PathBuf,
+    /// `sync-type`, when set (`rsync`, `git`, `webrsync`, `zipfile`, ...).
+    pub sync_type: Option<String>,
+    /// `sync-rcu = yes|true`.
+    pub sync_rcu: bool,
+    /// `sync-rcu-store-dir` (S), when set.
+    pub rcu_store_dir: Option<PathBuf>,
+}
+
+impl Repo {
+    /// Whether the sync type is `kind`.
+    pub fn is(&self, kind: &str) -> bool {
+        self.sync_type.as_deref() == Some(kind)
+    }
+}
+
+/// The repository configuration, or why Portage would ignore it.
+pub type Discovery = Result<Vec<Repo>, ini::Error>;
+
+/// The repositories Portage would sync, from the environment and files.
+pub fn discover() -> Discovery {
+    let eprefix = env::var("EPREFIX").unwrap_or_default();
+    let root = env::var("ROOT").unwrap_or_else(|_| "/".into());
+    let config_root = env::var("PORTAGE_CONFIGROOT").unwrap_or_else(|_| format!("{eprefix}/"));
+    let eroot = format!(
+        "{}{}/",
+        root.trim_end_matches('/'),
+        eprefix.trim_end_matches('/')
+    );
+    let mut parser = ini::Parser::new(&[
+        ("EPREFIX", &eprefix),
+        ("EROOT", &eroot),
+        ("PORTAGE_CONFIGROOT", &config_root),
+        ("ROOT", &root),
+        (
+            "sync-rsync-extra-opts",
+            &env::var("PORTAGE_RSYNC_EXTRA_OPTS").unwrap_or_default(),
+        ),
+    ]);
+    if let Ok(text) = env::var("PORTAGE_REPOSITORIES") {
+        parser.read(&text, "PORTAGE_REPOSITORIES")?;
+    } else {
+        let sources = [
+            PathBuf::from(format!("{eprefix}/usr/share/portage/config/repos.conf")),
+            Path::new(&config_root).join("etc/portage/repos.conf"),
+        ];
+        for file in sources.iter().flat_map(|source| config_files(source)) {
+            // Portage skips a file it cannot open, and reads UTF-8 with
+            // replacement and universal newlines.
+            let Ok(bytes) = fs::read(&file) else { continue };
+            let text = String::from_utf8_lossy(&bytes)
+                .replace("\r\n", "\n")
+                .replace('\r', "\n");
+            parser.read(&text, &file.display().to_string())?;
+        }
+    }
+    Ok(repos_of(&parser.resolved()?))
+}
+
+/// The repositories described by resolved sections: those with a non-blank
+/// `location`.
+fn repos_of(sections: &[(String, Vec<(String, String)>)]) -> Vec<Repo> {
+    sections
+        .iter()
+        .filter_map(|(name, options)| {
+            let get = |key: &str| {
+                options
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.trim())
+                    .filter(|v| !v.is_empty())
+            };
+            let yes = |key: &str| {
+                get(key).is_some_and(|v| {
+                    v.eq_ignore_ascii_case("yes") || v.eq_ignore_ascii_case("true")
+                })
+            };
+            Some(Repo {
+                name: name.clone(),
+                location: PathBuf::from(get("location")?),
+                sync_type: get("sync-type").map(str::to_string),
+                sync_rcu: yes("sync-rcu"),
+                rcu_store_dir: get("sync-rcu-store-dir").map(PathBuf::from),
+            })
+        })
+        .collect()
+}
+
+/// `source` itself if it is a file, or the files below it in Portage's
+/// order (`portage.util._recursive_file_list`).
+fn config_files(source: &Path) -> Vec<PathBuf> {
+    match fs::metadata(source) {
+        Ok(meta) if meta.is_dir() => {
+            let mut names: Vec<_> = fs::read_dir(source)
+                .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+                .into_iter()
+                .filter(|name| {
+                    let name = name.to_string_lossy();
+                    !name.starts_with('.')
+                        && !name.ends_with('~')
+                        && !["CVS", "RCS", "SCCS"].contains(&&*name)
+                })
+                .flat_map(|name| config_files(&source.join(name)))
+                .collect()
+        }
+        Ok(meta) if meta.is_file() => vec![source.to_path_buf()],
+        _ => Vec::new(),
+    }
+}
+
+/// `PORTAGE_TMPDIR`: the environment, else a plain assignment in make.conf
+/// (`/etc/make.conf`, then `/etc/portage/make.conf`, under
+/// PORTAGE_CONFIGROOT), else `/var/tmp`. A value that needs shell expansion
+/// is not guessed at.
+pub fn portage_tmpdir() -> PathBuf {
+    if let Some(dir) = env::var_os("PORTAGE_TMPDIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let eprefix = env::var("EPREFIX").unwrap_or_default();
+    let config_root = env::var("PORTAGE_CONFIGROOT").unwrap_or_else(|_| format!("{eprefix}/"));
+    let mut found = None;
+    for file in ["etc/make.conf", "etc/portage/make.conf"] {
+        for source in config_files(&Path::new(&config_root).join(file)) {
+            let Ok(text) = fs::read_to_string(&source) else {
+                continue;
+            };
+            for line in text.lines() {
+                let line = line.trim().trim_start_matches("export ").trim();
+                let Some(value) = line.strip_prefix("PORTAGE_TMPDIR=") else {
+                    continue;
+                };
+                let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+                if !value.contains('$') && value.starts_with('/') {
+                    found = Some(PathBuf::from(value));
+                }
+            }
+        }
+    }
+    found.unwrap_or_else(|| PathBuf::from(format!("{eprefix}/var/tmp")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_become_repos() {
+        let sections = vec![
+            (
+                "gentoo".to_string(),
+                vec![
+                    ("location".to_string(), "/var/db/repos/gentoo".to_string()),
+                    ("sync-type".to_string(), "rsync".to_string()),
+                    ("sync-rcu".to_string(), "Yes".to_string()),
+                    ("sync-rcu-store-dir".to_string(), "/var/db/rcu".to_string()),
+                ],
+            ),
+            (
+                "blank".to_string(),
+                vec![("location".to_string(), "  ".to_string())],
+            ),
+            (
+                "none".to_string(),
+                vec![("sync-type".to_string(), "git".to_string())],
+            ),
+        ];
+        let repos = repos_of(&sections);
+        assert_eq!(repos.len(), 1);
+        assert!(repos[0].is("rsync") && repos[0].sync_rcu);
+        assert_eq!(
+            repos[0].rcu_store_dir.as_deref(),
+            Some(Path::new("/var/db/rcu"))
+        );
+    }
+
+    #[test]
+    fn directories_are_walked_in_portage_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for name in [
+            "b.conf",
+            "a.conf",
+            "z/x.conf",
+            "A.conf",
+            ".hidden",
+            "c.conf~",
+            "sub/.git/x",
+            "gentoo.conf.bak",
+        ] {
+            let path = root.join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, "").unwrap();
+        }
+        let names: Vec<String> = config_files(root)
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["A.conf", "a.conf", "b.conf", "gentoo.conf.bak", "z/x.conf"]
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Syncs that run outside synclock, and waiting for them to end.
+//!
+//! The lock only orders syncs that take it. Before cleaning, /proc is
+//! scanned for sync processes that did not: `emerge --sync`, `emaint sync`,
+//! `pmaint sync`, `emerge-webrsync`, `emerge-delta-webrsync`, `eix-sync`, and
+//! `rsync`/`git` working under a repository location. synclock's own
+//! processes and its ancestors (an unwrapped `eix-sync` calling a wrapped
+//! `emerge --sync`) are not counted. Waiting for them uses pidfds and
+//! poll(2): the kernel wakes us when they exit.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+
+use crate::error::Error;
+use crate::procfs::{self, Process};
+use crate::signals::Signals;
+
+/// Programs that are a sync whatever their arguments.
+const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "eix-sync"];
+
+/// Sync processes running outside synclock. `locations` are the
+/// repositories (as written and resolved) under which rsync and git count.
+pub fn find(locations: &[PathBuf]) -> Vec<Process> {
+    let me = std::process::id() as i32;
+    let ancestors = ancestors_of(me);
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<Process> = proc_dir
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me && !ancestors.contains(pid))
+        .filter_map(procfs::process)
+        .filter(|process| is_sync(process, locations))
+        .collect();
+    found.sort_by_key(|p| p.pid);
+    found
+}
+
+fn ancestors_of(pid: i32) -> HashSet<i32> {
+    let mut seen = HashSet::new();
+    let mut next = procfs::process(pid).and_then(|p| p.parent);
+    while let Some(pid) = next.filter(|p| seen.insert(*p)) {
+        next = procfs::process(pid).and_then(|p| p.parent);
+    }
+    seen
+}
+
+fn basename(word: &str) -> &str {
+    word.rsplit('/').next().unwrap_or(word)
+}
+
+/// Whether `process` is a sync, judged by its command line (and, for rsync
+/// and git, by its arguments and working directory).
+fn is_sync(process: &Process, locations: &[PathBuf]) -> bool {
+    let words = &process.command;
+    if words
+        .first()
+        .is_none_or(|argv0| basename(argv0) == "synclock")
+    {
+        return false;
+    }
+    let followed_by = |i: usize, arg: &str| words[i + 1..].iter().any(|w| w == arg);
+    // The program is argv[0], or the script an interpreter runs.
+    let interpreted = is_interpreter(basename(&words[0]));
+    let candidates = if interpreted { 3 } else { 1 };
+    for (i, word) in words.iter().enumerate().take(candidates) {
+        match basename(word) {
+            "emerge" if followed_by(i, "--sync") => return true,
+            "emaint" | "pmaint" if followed_by(i, "sync") => return true,
+            name if SYNC_PROGRAMS.contains(&name) => return true,
+            "rsync" | "git" => return works_under(process, &words[i + 1..], locations),
+            _ => {}
+        }
+    }
+    false
+}
+
+fn is_interpreter(name: &str) -> bool {
+    name.starts_with("python") || ["bash", "sh", "dash"].contains(&name)
+}
+
+fn works_under(process: &Process, args: &[String], locations: &[PathBuf]) -> bool {
+    let under = |path: &Path| locations.iter().any(|location| path.starts_with(location));
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", process.pid)).ok();
+    cwd.as_deref().is_some_and(under)
+        || args
+            .iter()
+            .filter(|a| a.starts_with('/'))
+            .any(|a| under(Path::new(a)))
+}
+
+/// How waiting for outside syncs ended.
+pub enum Gone {
+    /// All of them exited.
+    All,
+    /// Some still run at the deadline.
+    TimedOut,
+    /// A signal ended the wait.
+    Interrupted(Signal),
+}
+
+/// Waits until every process in `syncers` has exited, until `deadline`, or
+/// until a signal arrives.
+pub fn wait_gone(
+    syncers: &[Process],
+    deadline: Option<Instant>,
+    signals: &Signals,
+) -> Result<Gone, Error> {
+    let mut pidfds: Vec<OwnedFd> = syncers.iter().filter_map(pidfd_of).collect();
+    while !pidfds.is_empty() {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Gone::TimedOut);
+                }
+                PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds: Vec<PollFd<'_>> = std::iter::once(signals.fd())
+            .chain(pidfds.iter().map(|fd| fd.as_fd()))
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => {
+                return Err(Error::System {
+                    action: "cannot poll",
+                    errno,
+                });
+            }
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            return Ok(Gone::Interrupted(signals.next()?));
+        }
+        let mut index = 0;
+        pidfds.retain(|_| {
+            index += 1;
+            !ready[index]
+        });
+    }
+    Ok(Gone::All)
+}
+
+/// A pidfd for `process`, unless it has already exited (or its PID now
+/// names another process).
+fn pidfd_of(process: &Process) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor
+    // or -1; no memory is shared with the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just returned this descriptor to us alone.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let same = procfs::process(process.pid).is_some_and(|now| now.started == process.started);
+    same.then_some(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(words: &[&str]) -> Process {
+        Process {
+            pid: -1,
+            command: words.iter().map(|w| w.to_string()).collect(),
+            started: None,
+            parent: None,
+        }
+    }
+
+    #[test]
+    fn recognises_sync_command_lines() {
+        let repos = [PathBuf::from("/var/db/repos/gentoo")];
+        let sync = |words: &[&str]| is_sync(&process(words), &repos);
+        assert!(sync(&["emerge", "--sync"]));
+        assert!(sync(&[
+            "/usr/bin/python3.12",
+            "/usr/lib/python-exec/python3.12/emerge",
+            "-q",
+            "--sync",
+            "gentoo"
+        ]));
+        assert!(sync(&["emaint", "-a", "sync"]));
+        assert!(sync(&[
+            "/usr/bin/python3",
+            "/usr/bin/emaint",
+            "sync",
+            "--auto"
+        ]));
+        assert!(sync(&["/bin/bash", "/usr/bin/emerge-webrsync"]));
+        assert!(sync(&["eix-sync"]));
+        assert!(sync(&[
+            "rsync",
+            "-a",
+            "rsync://mirror/gentoo-portage",
+            "/var/db/repos/gentoo/.tmp-unverified-download-quarantine"
+        ]));
+        assert!(!sync(&["emerge", "-uDN", "@world"]));
+        assert!(!sync(&["emaint", "binhost"]));
+        assert!(!sync(&[
+            "synclock", "--wait", "1h", "--", "emerge", "--sync"
+        ]));
+        assert!(!sync(&[
+            "/usr/local/bin/synclock",
+            "--",
+            "emaint",
+            "sync",
+            "-a"
+        ]));
+        assert!(!sync(&["rsync", "-a", "/home/a", "/home/b"]));
+        assert!(!sync(&["vim", "emerge", "--sync"]));
+        assert!(!sync(&["less", "/var/db/repos/gentoo/x"]));
+    }
+}

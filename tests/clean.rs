@@ -1,0 +1,384 @@
+//! Cleaning stale sync leftovers in private config roots.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+
+use crate::support::*;
+
+const QUARANTINE: &str = ".tmp-unverified-download-quarantine";
+
+/// A private Portage configuration root with several repositories and the
+/// leftovers of killed syncs in each.
+struct Portage {
+    env: TestEnv,
+}
+
+impl Portage {
+    fn new() -> Self {
+        Self::with(TestEnv::new())
+    }
+
+    /// For a test whose stand-in syncs others must not see.
+    fn exclusive() -> Self {
+        Self::with(TestEnv::exclusive())
+    }
+
+    fn with(env: TestEnv) -> Self {
+        let portage = Portage { env };
+        for dir in [
+            "root/etc/portage/repos.conf",
+            "prefix",
+            "repos",
+            "tmp/portage",
+        ] {
+            fs::create_dir_all(portage.path(dir)).unwrap();
+        }
+        portage
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.env.path(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    fn conf(&self, name: &str, text: &str) {
+        let text = text.replace("@", self.env.dir.path().to_str().unwrap());
+        self.write(&format!("root/etc/portage/repos.conf/{name}"), &text);
+    }
+
+    /// synclock with this config root (and nothing from the host).
+    fn synclock<const N: usize>(&self, args: [&str; N]) -> Command {
+        let mut cmd = self.env.synclock(args);
+        cmd.env_remove("PORTAGE_REPOSITORIES")
+            .env("PORTAGE_CONFIGROOT", self.path("root"))
+            .env("EPREFIX", self.path("prefix"))
+            .env("PORTAGE_TMPDIR", self.path("tmp"));
+        cmd
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        fs::symlink_metadata(self.path(rel)).is_ok()
+    }
+
+    /// An rsync repository with a stale quarantine of `files` files.
+    fn rsync_repo(&self, name: &str, files: usize) {
+        self.conf(
+            &format!("{name}.conf"),
+            &format!("[{name}]\nlocation = @/repos/{name}\nsync-type = rsync\n"),
+        );
+        self.write(
+            &format!("repos/{name}/metadata/timestamp.chk"),
+            "Mon, 01 Jan 2026 00:00:00 +0000\n",
+        );
+        self.write(
+            &format!("repos/{name}/profiles/repo_name"),
+            &format!("{name}\n"),
+        );
+        for i in 0..files {
+            self.write(
+                &format!(
+                    "repos/{name}/{QUARANTINE}/cat-{}/pkg-{i}/pkg-{i}.ebuild",
+                    i % 7
+                ),
+                "EAPI=8\n",
+            );
+        }
+    }
+}
+
+fn age(path: &Path, by: Duration) {
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - by).unwrap();
+}
+
+#[test]
+fn every_leftover_is_cleaned_and_nothing_else() {
+    let p = Portage::new();
+    // Row 1: rsync quarantine (with a symlink inside pointing outside).
+    p.rsync_repo("gentoo", 40);
+    p.write("outside/precious", "keep");
+    symlink(
+        p.path("outside"),
+        p.path(&format!("repos/gentoo/{QUARANTINE}/escape")),
+    )
+    .unwrap();
+    p.write("repos/gentoo/metadata/timestamp.x", "1 x\n");
+    // Do not touch: Portage lock files, rsync temp files, distfiles.
+    p.write("repos/gentoo/.x.portage_lockfile", "");
+    p.write("repos/gentoo/.Manifest.gz.Ab3dEf", "");
+    p.write("repos/gentoo/distfiles/f.tar.xz", "");
+    // Rows 2-4: sync-rcu.
+    p.conf("rcu.conf", "[rcu]\nlocation = @/repos/rcu\nsync-type = rsync\nsync-rcu = yes\nsync-rcu-store-dir = @/store\n");
+    p.write("store/snapshots/1/profiles/repo_name", "rcu\n");
+    symlink("snapshots/1", p.path("store/latest")).unwrap();
+    symlink(p.path("store/latest"), p.path("repos/rcu")).unwrap();
+    p.write("store/update/half/copied", "");
+    symlink("snapshots/1", p.path("store/latest.new")).unwrap();
+    symlink(p.path("store/latest"), p.path("repos/rcu.new")).unwrap();
+    // Row 5: zipfile.
+    p.conf(
+        "zip.conf",
+        "[zip]\nlocation = @/repos/zip\nsync-type = zipfile\n",
+    );
+    p.write("repos/zip/.tempab12cd_9/old/tree", "");
+    p.write("repos/zip/.tempAB12CD_9/keep", "");
+    p.write("repos/zip/.info", "etag");
+    // Row 6: webrsync temp dirs.
+    p.write("tmp/emerge-webrsync.Ab3dEf/snapshot/x", "");
+    p.write("tmp/portage/webrsync-a1b2c3/x", "");
+    p.write("tmp/portage/delta-webrsync.ZZZZZZ/x", "");
+    p.write("tmp/portage/webrsync.q1w2e3/x", "");
+    p.write("tmp/emerge-webrsync.toolong1/keep", "");
+    p.write("tmp/gemato.abcdefgh/keep", "");
+    // Row 7: git locks, old and young.
+    p.conf(
+        "git.conf",
+        "[overlay]\nlocation = @/repos/overlay\nsync-type = git\n",
+    );
+    p.write("repos/overlay/.git/HEAD", "ref: refs/heads/master\n");
+    p.write("repos/overlay/.git/refs/heads/master", "0123\n");
+    for (lock, old) in [
+        (".git/index.lock", true),
+        (".git/refs/heads/feature.lock", true),
+        (".git/objects/pack/tmp_pack_Xy12", true),
+        (".git/shallow.lock", false),
+        (".git/gc.pid", true),
+    ] {
+        let rel = format!("repos/overlay/{lock}");
+        p.write(&rel, "");
+        if old {
+            age(&p.path(&rel), Duration::from_secs(3600));
+        }
+    }
+
+    let out = run(p.synclock(["--", "sh", "-c", "echo ran"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "ran");
+    let expected = format!(
+        "removed stale {QUARANTINE} in {} (",
+        p.path("repos/gentoo").display()
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    for gone in [
+        &format!("repos/gentoo/{QUARANTINE}")[..],
+        "repos/gentoo/metadata/timestamp.chk",
+        "repos/gentoo/metadata/timestamp.x",
+        "store/update",
+        "store/latest.new",
+        "repos/rcu.new",
+        "repos/zip/.tempab12cd_9",
+        "tmp/emerge-webrsync.Ab3dEf",
+        "tmp/portage/webrsync-a1b2c3",
+        "tmp/portage/delta-webrsync.ZZZZZZ",
+        "tmp/portage/webrsync.q1w2e3",
+        "repos/overlay/.git/index.lock",
+        "repos/overlay/.git/refs/heads/feature.lock",
+        "repos/overlay/.git/objects/pack/tmp_pack_Xy12",
+    ] {
+        assert!(!p.exists(gone), "{gone} was not cleaned: {}", out.stderr);
+    }
+    for kept in [
+        "outside/precious",
+        "repos/gentoo/.x.portage_lockfile",
+        "repos/gentoo/.Manifest.gz.Ab3dEf",
+        "repos/gentoo/distfiles/f.tar.xz",
+        "repos/gentoo/profiles/repo_name",
+        "store/latest",
+        "store/snapshots/1/profiles/repo_name",
+        "repos/rcu",
+        "repos/zip/.tempAB12CD_9/keep",
+        "repos/zip/.info",
+        "tmp/emerge-webrsync.toolong1/keep",
+        "tmp/gemato.abcdefgh/keep",
+        "repos/overlay/.git/shallow.lock",
+        "repos/overlay/.git/gc.pid",
+        "repos/overlay/.git/HEAD",
+    ] {
+        assert!(p.exists(kept), "{kept} must not be touched: {}", out.stderr);
+    }
+    // A second run finds nothing and says nothing.
+    let again = run(p.synclock(["--", "true"]));
+    assert_eq!((again.code(), again.stderr.as_str()), (Some(0), ""));
+}
+
+#[test]
+fn symlinked_quarantine_is_unlinked_and_its_target_untouched() {
+    let p = Portage::new();
+    p.rsync_repo("gentoo", 0);
+    p.write("elsewhere/important", "keep");
+    symlink(
+        p.path("elsewhere"),
+        p.path(&format!("repos/gentoo/{QUARANTINE}")),
+    )
+    .unwrap();
+    let out = run(p.synclock(["--", "true"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!p.exists(&format!("repos/gentoo/{QUARANTINE}")));
+    assert_eq!(
+        fs::read_to_string(p.path("elsewhere/important")).unwrap(),
+        "keep"
+    );
+}
+
+#[test]
+fn live_unwrapped_sync_blocks_cleaning_and_delays_the_command() {
+    let p = Portage::exclusive();
+    p.rsync_repo("gentoo", 3);
+    // A stand-in whose command line looks like `emerge --sync`.
+    p.write("bin/emerge", "#!/bin/sh\necho started\nread _ || true\n");
+    fs::set_permissions(p.path("bin/emerge"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut emerge = Bg::spawn({
+        let mut cmd = hermetic(p.path("bin/emerge"));
+        cmd.arg("--sync");
+        cmd
+    });
+    emerge.expect_stdout("started");
+
+    let out = run(p.synclock(["-n", "--", "true"]));
+    assert_eq!(out.code(), Some(75), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("PID {} (", emerge.pid)),
+        "{}",
+        out.stderr
+    );
+
+    let ran = p.path("ran");
+    let mut wrapped = Bg::spawn(p.synclock(["--wait", "1m", "--", "touch", ran.to_str().unwrap()]));
+    let line = wrapped.expect_stderr("which runs outside synclock");
+    assert!(
+        line.contains(&format!(
+            "waiting for PID {} (/bin/sh {} --sync)",
+            emerge.pid,
+            p.path("bin/emerge").display()
+        )),
+        "{line}"
+    );
+    assert!(
+        !ran.exists(),
+        "the command ran while an unwrapped sync was alive"
+    );
+    emerge.release();
+    let out = wrapped.finish();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(ran.exists());
+    assert!(
+        p.exists(&format!("repos/gentoo/{QUARANTINE}")),
+        "cleaned although a sync ran outside the lock"
+    );
+}
+
+#[test]
+fn malformed_repos_conf_cleans_nothing_but_runs_the_command() {
+    let p = Portage::new();
+    p.rsync_repo("gentoo", 3);
+    p.conf(
+        "broken.conf",
+        "[gentoo]\nlocation = /x\n[gentoo]\nsync-type = git\n",
+    );
+    let out = run(p.synclock(["--", "sh", "-c", "echo ran"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "ran");
+    assert!(
+        out.stderr.contains("cannot use repos.conf"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("broken.conf"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(p.exists(&format!("repos/gentoo/{QUARANTINE}")));
+}
+
+#[test]
+fn interrupted_run_forces_a_full_compare() {
+    let p = Portage::new();
+    p.rsync_repo("gentoo", 0);
+    let mut holder = Bg::spawn(p.synclock(["--", "sh", "-c", "echo locked; read _ || true"]));
+    holder.expect_stdout("locked");
+    holder.signal(Signal::SIGKILL);
+    holder.wait_exit();
+    holder.release(); // the orphaned command ends; the lock is free again
+    let out = run(p.synclock(["--wait", "1m", "--", "true"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "the previous run under this lock (PID {}",
+            holder.pid
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !p.exists("repos/gentoo/metadata/timestamp.chk"),
+        "{}",
+        out.stderr
+    );
+    // A run that finished normally leaves no such trace.
+    p.write("repos/gentoo/metadata/timestamp.chk", "x\n");
+    let out = run(p.synclock(["--", "true"]));
+    assert!(!out.stderr.contains("did not finish"), "{}", out.stderr);
+    assert!(p.exists("repos/gentoo/metadata/timestamp.chk"));
+}
+
+#[test]
+fn clean_dry_run_removes_nothing_then_clean_removes() {
+    let p = Portage::new();
+    p.rsync_repo("gentoo", 10);
+    let out = run(p.synclock(["clean", "--dry-run"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let quarantine = p.path(&format!("repos/gentoo/{QUARANTINE}"));
+    assert!(
+        out.stdout
+            .contains(&format!("would remove {}", quarantine.display())),
+        "{}",
+        out.stdout
+    );
+    assert!(quarantine.exists());
+    assert!(p.exists("repos/gentoo/metadata/timestamp.chk"));
+    let out = run(p.synclock(["clean"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!quarantine.exists());
+    let out = run(p.synclock(["clean"]));
+    assert!(out.stderr.contains("nothing to clean"), "{}", out.stderr);
+}
+
+#[test]
+fn no_clean_and_repo_options() {
+    let p = Portage::new();
+    p.rsync_repo("gentoo", 2);
+    let out = run(p.synclock(["--no-clean", "--", "true"]));
+    assert_eq!(out.code(), Some(0));
+    assert!(p.exists(&format!("repos/gentoo/{QUARANTINE}")));
+    // A location repos.conf does not list, given by hand.
+    p.write(&format!("unlisted/{QUARANTINE}/x"), "");
+    let unlisted = p.path("unlisted");
+    let out = run(p.synclock(["--repo", unlisted.to_str().unwrap(), "--", "true"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!p.exists(&format!("unlisted/{QUARANTINE}")));
+    assert!(!p.exists(&format!("repos/gentoo/{QUARANTINE}")));
+}
+
+#[test]
+fn foreign_quarantine_is_left_alone() {
+    if !is_root() {
+        eprintln!("skipped: needs root to chown");
+        return;
+    }
+    let p = Portage::new();
+    p.rsync_repo("gentoo", 1);
+    let quarantine = p.path(&format!("repos/gentoo/{QUARANTINE}"));
+    std::os::unix::fs::chown(&quarantine, Some(65534), Some(65534)).unwrap();
+    let out = run(p.synclock(["--", "true"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(quarantine.exists());
+    assert!(out.stderr.contains("owned by uid 65534"), "{}", out.stderr);
+}
