@@ -9,3 +9,4 @@ mod lockfile_safety;
 mod locking;
 mod nesting;
 mod signals;
+mod stress;

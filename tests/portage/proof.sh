@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# End-to-end proof against real Portage (bug 684940): real emaint/emerge from
+# PyPI's portage, a real rsync daemon on 127.0.0.1, real concurrent syncs and
+# real SIGKILLs. Parts: 1 control (unwrapped syncs collide), 2 wrapped syncs
+# never fail and leave the tree identical to the source, 3 SIGKILL during the
+# copy then recovery, 4 an unwrapped sync that a wrapped one waits for.
+# Every wait is bounded; the rsync daemon is stopped by its own PID.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+rounds=${PROOF_ROUNDS:-3}
+
+say() { printf 'proof: %s\n' "$*"; }
+die() { printf 'proof: FAILED: %s\n' "$*" >&2; exit 1; }
+
+command -v rsync >/dev/null || die "rsync is needed: apt-get install rsync"
+cargo build --quiet --release --manifest-path "$top/Cargo.toml"
+synclock=$top/target/release/synclock
+
+# Portage from PyPI, in a venv cached under target/.
+venv=$top/target/portage-venv
+if [ ! -x "$venv/bin/emaint" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet portage==3.0.83
+fi
+
+work=$(mktemp -d /tmp/synclock-proof.XXXXXX)
+daemon_pid=
+cleanup() {
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+src=$work/src repo=$work/repos/proof lock=$work/sync.lock
+mkdir -p "$work/repos" "$work/config/etc/portage" "$work/tmp"
+python3 "$here/gentree.py" "$src" 1 0
+ln -s "$src/profiles/base" "$work/config/etc/portage/make.profile"
+say "source tree: $(find "$src" -type f | wc -l) files"
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$work/rsyncd.conf" <<CONF
+use chroot = no
+uid = root
+gid = root
+[gentoo-portage]
+path = $src
+read only = yes
+CONF
+rsync --daemon --no-detach --address=127.0.0.1 --port="$port" --config="$work/rsyncd.conf" &
+daemon_pid=$!
+for _ in $(seq 100); do
+  rsync --list-only "rsync://127.0.0.1:$port/" >/dev/null 2>&1 && break
+  kill -0 "$daemon_pid" 2>/dev/null || die "rsync daemon did not start"
+  sleep 0.05
+done
+
+export PORTAGE_REPOSITORIES="[DEFAULT]
+main-repo = proof
+[proof]
+location = $repo
+sync-type = rsync
+sync-uri = rsync://127.0.0.1:$port/gentoo-portage
+auto-sync = yes
+sync-rsync-verify-metamanifest = no
+"
+export PORTAGE_USERNAME=root PORTAGE_GRPNAME=root PORTAGE_CONFIGROOT=$work/config
+export PORTAGE_TMPDIR=$work/tmp SYNCLOCK_LOCKFILE=$lock
+emaint=("$venv/bin/emaint" sync -r proof)
+emerge=("$venv/bin/emerge" --sync proof)
+
+same_as_source() {
+  diff -r --exclude=.tmp-unverified-download-quarantine "$src" "$repo" >/dev/null
+}
+next_round=2
+new_round() { python3 "$here/gentree.py" "$src" "$next_round" 0.05; next_round=$((next_round + 1)); }
+
+"$synclock" -q -- "${emaint[@]}" >"$work/first.log" 2>&1 || die "first sync failed: $(tail -3 "$work/first.log")"
+same_as_source || die "first sync: tree differs from the source"
+
+# 1. Control: two unwrapped syncs 0.3 s apart.
+collisions=0
+for round in $(seq "$rounds"); do
+  new_round
+  "${emaint[@]}" >"$work/c1.log" 2>&1 & a=$!
+  sleep 0.3
+  "${emaint[@]}" >"$work/c2.log" 2>&1 & b=$!
+  ra=0 rb=0; wait "$a" || ra=$?; wait "$b" || rb=$?
+  if [ "$ra" != 0 ] || [ "$rb" != 0 ]; then
+    collisions=$((collisions + 1))
+    why=$(grep -hoE "cannot remove '[^']*': Directory not empty|RepoStorageException|mkstemp .* failed: No such file or directory" "$work"/c?.log | sort -u | head -2 | tr '\n' ' ')
+    say "control round $round: exit codes $ra $rb: $why"
+  fi
+done
+say "1. control: $collisions of $rounds rounds of unwrapped concurrent syncs failed"
+[ "$collisions" -ge 1 ] || die "the control never collided: the test does not exercise the race"
+"$synclock" -q -- "${emaint[@]}" >"$work/reset.log" 2>&1 || die "reset sync failed"
+
+# 2. Wrapped: three concurrent syncs per round, emaint and emerge mixed.
+failures=0
+for round in $(seq "$rounds"); do
+  new_round
+  pids=()
+  for i in 1 2 3; do
+    if [ "$i" = 2 ]; then cmd=("${emerge[@]}"); else cmd=("${emaint[@]}"); fi
+    "$synclock" --wait 5m -- "${cmd[@]}" >"$work/w$i.log" 2>&1 & pids+=($!)
+    sleep 0.3
+  done
+  for i in 0 1 2; do
+    wait "${pids[$i]}" || { failures=$((failures + 1)); say "wrapped sync $((i + 1)) of round $round failed: $(tail -2 "$work/w$((i + 1)).log")"; }
+  done
+  same_as_source || die "round $round: synced tree differs from the source"
+done
+say "2. wrapped: $failures failures in $rounds rounds x 3 concurrent syncs; tree identical to the source after each round"
+[ "$failures" = 0 ] || die "wrapped syncs failed"
+
+# 3. Faults: SIGKILL the whole wrapped sync during the copy, then recover.
+for round in $(seq "$rounds"); do
+  new_round
+  setsid "$synclock" --wait 5m -- "${emaint[@]}" >"$work/k.log" 2>&1 & victim=$!
+  for _ in $(seq 400); do
+    [ -d "$repo/.tmp-unverified-download-quarantine" ] && break
+    kill -0 "$victim" 2>/dev/null || break
+    sleep 0.01
+  done
+  sleep "0.$((RANDOM % 5))"
+  kill -KILL -- "-$victim" 2>/dev/null || true
+  wait "$victim" 2>/dev/null || true
+  "$synclock" --wait 5m -- "${emaint[@]}" >"$work/r.log" 2>&1 || die "recovery sync of round $round failed: $(tail -3 "$work/r.log")"
+  grep -q "did not finish; forcing a full compare" "$work/r.log" || die "round $round: the interrupted run was not reported"
+  [ ! -e "$repo/.tmp-unverified-download-quarantine" ] || die "round $round: quarantine left behind"
+  same_as_source || die "round $round: tree differs from the source after recovery"
+done
+say "3. faults: $rounds wrapped syncs SIGKILLed (whole process group) during the copy; each recovery reported the interrupted run, forced a full compare, left no quarantine and an identical tree"
+
+# 4. Mixed: an unwrapped sync first, a wrapped one 0.3 s later waits for it.
+new_round
+"${emaint[@]}" >"$work/u.log" 2>&1 & unwrapped=$!
+sleep 0.3
+kill -0 "$unwrapped" 2>/dev/null || die "the unwrapped sync ended within 0.3 s; nothing to wait for"
+"$synclock" --wait 5m -- "${emaint[@]}" >"$work/m.log" 2>&1 || die "wrapped sync failed: $(tail -3 "$work/m.log")"
+wait "$unwrapped" || die "unwrapped sync failed: $(tail -3 "$work/u.log")"
+grep -q "which runs outside synclock" "$work/m.log" || die "the wrapped sync did not wait for the unwrapped one"
+same_as_source || die "mixed: tree differs from the source"
+say "4. mixed: the wrapped sync waited for the unwrapped one ($(grep -o 'waiting for PID [0-9]*' "$work/m.log")); both succeeded"
+say "passed"
