@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
@@ -59,16 +59,27 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     let command_line = msg::command_line(&cli.command);
     let start = Instant::now();
     let signals = Signals::block()?;
-    let held = match take_lock(cli, &signals, &command_line)? {
+    let inherited = nested::inherited_lock(path);
+    // Reading repos.conf needs no lock: done before waiting, it stays off
+    // the hand-off path. A nested run cleans nothing (its parent did).
+    let plan = if inherited.is_none() { plan(cli) } else { None };
+    let held = match take_lock(cli, &signals, &command_line, inherited)? {
         Ok(held) => held,
         Err(code) => return Ok(code),
     };
     if let Held::Own(fd) = &held {
         let interrupted = previous_record(path, fd);
         let cleaning = !cli.no_clean;
-        if let Prepared::Stop(code) =
-            prepare(cli, &signals, start, interrupted.as_ref(), cleaning, false)?
-        {
+        let prepared = prepare(
+            cli,
+            &signals,
+            start,
+            plan.as_ref(),
+            interrupted.as_ref(),
+            cleaning,
+            false,
+        )?;
+        if let Prepared::Stop(code) = prepared {
             return Ok(code);
         }
     }
@@ -76,7 +87,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     let started = Instant::now();
     let child = child::spawn(&cli.command, held.raw(), path, &signals)?;
     let wrote_record =
-        matches!(held, Held::Own(_)) && write_record(path, &cli.command, child.id(), acquired);
+        matches!(held, Held::Own(_)) && write_record(path, &cli.command, child.as_raw(), acquired);
     let status = child::supervise(child, &signals)?;
     if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
         && !matches!(signal, Signal::SIGINT | Signal::SIGPIPE)
@@ -106,7 +117,9 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
 fn run_clean(cli: &Cli, dry_run: bool) -> Result<u8, Error> {
     let start = Instant::now();
     let signals = Signals::block()?;
-    let held = match take_lock(cli, &signals, "cleaning")? {
+    let inherited = nested::inherited_lock(&cli.lockfile);
+    let plan = plan(cli);
+    let held = match take_lock(cli, &signals, "cleaning", inherited)? {
         Ok(held) => held,
         Err(code) => return Ok(code),
     };
@@ -114,7 +127,15 @@ fn run_clean(cli: &Cli, dry_run: bool) -> Result<u8, Error> {
         Held::Own(fd) => previous_record(&cli.lockfile, fd),
         Held::Inherited(_) => None,
     };
-    let summary = match prepare(cli, &signals, start, interrupted.as_ref(), true, dry_run)? {
+    let summary = match prepare(
+        cli,
+        &signals,
+        start,
+        plan.as_ref(),
+        interrupted.as_ref(),
+        true,
+        dry_run,
+    )? {
         Prepared::Stop(code) => return Ok(code),
         Prepared::Go(summary) => summary.unwrap_or_default(),
     };
@@ -139,11 +160,16 @@ enum Prepared {
     Go(Option<clean::Summary>),
 }
 
-/// Takes the lock for `what` (a command line, for messages), or reuses an
-/// inherited one; `Err(code)` when synclock must exit with `code` instead.
-fn take_lock(cli: &Cli, signals: &Signals, what: &str) -> Result<Result<Held, u8>, Error> {
+/// Takes the lock for `what` (a command line, for messages), or reuses the
+/// `inherited` one; `Err(code)` when synclock must exit with `code` instead.
+fn take_lock(
+    cli: &Cli,
+    signals: &Signals,
+    what: &str,
+    inherited: Option<RawFd>,
+) -> Result<Result<Held, u8>, Error> {
     let path = &cli.lockfile;
-    if let Some(fd) = nested::inherited_lock(path) {
+    if let Some(fd) = inherited {
         msg::verbose(format_args!(
             "{} is already held for us (inherited descriptor {fd}); running {what}",
             path.display()
@@ -185,16 +211,9 @@ fn previous_record(path: &Path, lock: &OwnedFd) -> Option<Record> {
     record::read(path, owner)
 }
 
-/// Inside the lock, before the command: wait for syncs running outside
-/// synclock (they must not overlap ours), then clean if `cleaning`.
-fn prepare(
-    cli: &Cli,
-    signals: &Signals,
-    start: Instant,
-    interrupted: Option<&Record>,
-    cleaning: bool,
-    dry_run: bool,
-) -> Result<Prepared, Error> {
+/// The repositories to clean, from repos.conf and `--repo`; `None` when
+/// repos.conf has an error (Portage then ignores all of it).
+fn plan(cli: &Cli) -> Option<clean::Plan> {
     let extra = cli.repos.iter().map(|dir| Repo {
         name: dir.display().to_string(),
         location: dir.clone(),
@@ -202,8 +221,11 @@ fn prepare(
         sync_rcu: false,
         rcu_store_dir: None,
     });
-    let repos = match repos::discover() {
-        Ok(found) => Some(found.into_iter().chain(extra).collect::<Vec<_>>()),
+    match repos::discover() {
+        Ok(found) => Some(clean::Plan::new(
+            found.into_iter().chain(extra).collect(),
+            repos::portage_tmpdir(),
+        )),
         Err(err) => {
             msg::info(format_args!(
                 "cannot use repos.conf ({err}); Portage ignores all of it then, so synclock \
@@ -211,18 +233,21 @@ fn prepare(
             ));
             None
         }
-    };
-    let locations: Vec<PathBuf> = repos
-        .iter()
-        .flatten()
-        .flat_map(|r| {
-            [
-                Some(r.location.clone()),
-                std::fs::canonicalize(&r.location).ok(),
-            ]
-        })
-        .flatten()
-        .collect();
+    }
+}
+
+/// Inside the lock, before the command: wait for syncs running outside
+/// synclock (they must not overlap ours), then clean if `cleaning`.
+fn prepare(
+    cli: &Cli,
+    signals: &Signals,
+    start: Instant,
+    plan: Option<&clean::Plan>,
+    interrupted: Option<&Record>,
+    cleaning: bool,
+    dry_run: bool,
+) -> Result<Prepared, Error> {
+    let locations = plan.map(clean::Plan::locations).unwrap_or_default();
     let outside = syncers::find(&locations);
     if !outside.is_empty() {
         return Ok(match wait_for_outside(cli, signals, start, &outside)? {
@@ -230,13 +255,8 @@ fn prepare(
             None => Prepared::Go(None),
         });
     }
-    let summary = match (cleaning, repos) {
-        (true, Some(repos)) => Some(clean::run(
-            &repos,
-            &repos::portage_tmpdir(),
-            interrupted,
-            dry_run,
-        )),
+    let summary = match (cleaning, plan) {
+        (true, Some(plan)) => Some(clean::run(plan, interrupted, dry_run)),
         _ => None,
     };
     Ok(Prepared::Go(summary))
@@ -296,14 +316,14 @@ fn wait_for_outside(
 fn write_record(
     path: &Path,
     command: &[std::ffi::OsString],
-    child: u32,
+    child: i32,
     since: SystemTime,
 ) -> bool {
     let pid = std::process::id() as i32;
     let record = Record {
         pid,
         start_ticks: procfs::start_ticks(pid).unwrap_or(0),
-        child: i32::try_from(child).ok(),
+        child: Some(child),
         pid_namespace: procfs::pid_namespace(),
         host: holder::local_host(),
         command: command

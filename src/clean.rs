@@ -50,66 +50,100 @@ pub struct Summary {
     pub failures: usize,
 }
 
-/// Cleans the leftovers of `repos` and of webrsync under `tmpdir`. With
+/// The repositories to clean, resolved before the lock is taken (so that
+/// reading the configuration stays off the hand-off path).
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Each repository with its location L resolved.
+    located: Vec<(Repo, PathBuf)>,
+    /// PORTAGE_TMPDIR.
+    tmpdir: PathBuf,
+}
+
+impl Plan {
+    /// The repositories of `repos` that can be cleaned, and `tmpdir`.
+    pub fn new(repos: Vec<Repo>, tmpdir: PathBuf) -> Self {
+        let located = repos
+            .into_iter()
+            .filter_map(|repo| {
+                let location = location(&repo)?;
+                Some((repo, location))
+            })
+            .collect();
+        Plan { located, tmpdir }
+    }
+
+    /// Every repository location, as written and as resolved: where rsync
+    /// and git count as syncs.
+    pub fn locations(&self) -> Vec<PathBuf> {
+        self.located
+            .iter()
+            .flat_map(|(repo, location)| [repo.location.clone(), location.clone()])
+            .collect()
+    }
+}
+
+/// Cleans the leftovers of the planned repositories and of webrsync. With
 /// `interrupted`, the previous wrapped run did not finish.
-pub fn run(repos: &[Repo], tmpdir: &Path, interrupted: Option<&Record>, dry_run: bool) -> Summary {
+pub fn run(plan: &Plan, interrupted: Option<&Record>, dry_run: bool) -> Summary {
     let mut cleaner = Cleaner {
         dry_run,
         summary: Summary::default(),
-        portage_uid: portage_uid(),
+        portage_uid: std::cell::OnceCell::new(),
     };
-    let located: Vec<(&Repo, PathBuf)> = repos
-        .iter()
-        .filter_map(|repo| Some((repo, cleaner.location(repo)?)))
-        .collect();
-    for (repo, location) in &located {
+    for (repo, location) in &plan.located {
         cleaner.repo(repo, location);
     }
-    let gentoo = located
+    let gentoo = plan
+        .located
         .iter()
         .find(|(repo, _)| repo.name == "gentoo")
         .map(|(_, l)| l.as_path());
-    cleaner.webrsync(tmpdir, gentoo);
+    cleaner.webrsync(&plan.tmpdir, gentoo);
     if let Some(record) = interrupted {
+        let located: Vec<(&Repo, PathBuf)> =
+            plan.located.iter().map(|(r, l)| (r, l.clone())).collect();
         cleaner.interrupted(record, &located);
     }
     cleaner.summary
 }
 
+/// L = realpath(U), if it is an absolute, existing, local directory other
+/// than `/`.
+fn location(repo: &Repo) -> Option<PathBuf> {
+    let written = &repo.location;
+    let skip = |why: &str| {
+        msg::verbose(format_args!(
+            "not cleaning repository {} at {}: {why}",
+            repo.name,
+            written.display()
+        ));
+        None
+    };
+    if !written.is_absolute() {
+        return skip("its location is not an absolute path");
+    }
+    let Ok(location) = fs::canonicalize(written) else {
+        return skip("it does not exist");
+    };
+    if location == Path::new("/") || !location.is_dir() {
+        return skip("it is not a directory other than /");
+    }
+    if is_remote(&location) {
+        return skip("it is on a network file system");
+    }
+    Some(location)
+}
+
 struct Cleaner {
     dry_run: bool,
     summary: Summary,
-    portage_uid: Option<u32>,
+    /// Looked up (through NSS) only when an owner is neither root nor the
+    /// repository's owner.
+    portage_uid: std::cell::OnceCell<Option<u32>>,
 }
 
 impl Cleaner {
-    /// L = realpath(U), if it is an absolute, existing, local directory
-    /// other than `/`.
-    fn location(&self, repo: &Repo) -> Option<PathBuf> {
-        let written = &repo.location;
-        let skip = |why: &str| {
-            msg::verbose(format_args!(
-                "not cleaning repository {} at {}: {why}",
-                repo.name,
-                written.display()
-            ));
-            None
-        };
-        if !written.is_absolute() {
-            return skip("its location is not an absolute path");
-        }
-        let Ok(location) = fs::canonicalize(written) else {
-            return skip("it does not exist");
-        };
-        if location == Path::new("/") || !location.is_dir() {
-            return skip("it is not a directory other than /");
-        }
-        if is_remote(&location) {
-            return skip("it is on a network file system");
-        }
-        Some(location)
-    }
-
     fn repo(&mut self, repo: &Repo, location: &Path) {
         let Ok(dir) = open_dir(location) else { return };
         let repo_owner = fstat(dir.as_fd()).map(|s| s.st_uid).unwrap_or(0);
@@ -419,7 +453,7 @@ impl Cleaner {
     }
 
     fn owned_by(&self, uid: u32, repo_owner: u32) -> bool {
-        uid == 0 || uid == repo_owner || Some(uid) == self.portage_uid
+        uid == 0 || uid == repo_owner || Some(uid) == *self.portage_uid.get_or_init(portage_uid)
     }
 
     fn refuse(&mut self, path: &Path, uid: u32) {

@@ -154,8 +154,14 @@ pub fn process(pid: i32) -> Option<Process> {
 /// The start time of `pid` in clock ticks since boot (field 22 of stat):
 /// with the PID, it names one process across PID reuse.
 pub fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat).map(|(_, ticks)| ticks)
+    use std::io::Read;
+    // One read: stat is far shorter than the buffer.
+    let mut buf = [0u8; 1024];
+    let len = fs::File::open(format!("/proc/{pid}/stat"))
+        .ok()?
+        .read(&mut buf)
+        .ok()?;
+    parse_stat(std::str::from_utf8(&buf[..len]).ok()?).map(|(_, ticks)| ticks)
 }
 
 /// Parent PID and start ticks from `/proc/PID/stat`. The command name in
@@ -208,14 +214,43 @@ pub fn pid_namespace() -> Option<u64> {
 }
 
 fn boot_time() -> Option<SystemTime> {
-    let stat = fs::read_to_string("/proc/stat").ok()?;
-    let secs = stat
-        .lines()
-        .find_map(|line| line.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    static BOOT: std::sync::OnceLock<Option<SystemTime>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let stat = fs::read_to_string("/proc/stat").ok()?;
+        let secs = stat
+            .lines()
+            .find_map(|line| line.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    })
+}
+
+/// The first words of `pid`'s command line, from one read of at most
+/// `buf.len()` bytes: cheap enough to run over every process.
+pub fn command_words(pid: i32, buf: &mut [u8]) -> Option<Vec<String>> {
+    use std::io::Read;
+    let mut file = fs::File::open(format!("/proc/{pid}/cmdline")).ok()?;
+    let len = file.read(buf).ok()?;
+    Some(
+        buf[..len]
+            .split(|b| *b == 0)
+            .filter(|word| !word.is_empty())
+            .map(|word| String::from_utf8_lossy(word).into_owned())
+            .collect(),
+    )
+}
+
+/// The PIDs in /proc.
+pub fn pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn ticks(count: u64) -> Duration {

@@ -52,15 +52,23 @@ pub fn write(lockfile: &Path, record: &Record) -> std::io::Result<()> {
     temp_name.push(target.file_name().unwrap_or_default());
     temp_name.push(format!(".{}.tmp", std::process::id()));
     let temp = target.with_file_name(temp_name);
-    // O_EXCL never follows a symlink; a leftover of a dead writer with our
+    // O_EXCL never follows a symlink. A leftover of a dead writer with our
     // PID is ours to replace (we hold the lock).
-    let _ = fs::remove_file(&temp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&temp)?;
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&temp)
+    };
+    let mut file = match create() {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::remove_file(&temp)?;
+            create()?
+        }
+        other => other?,
+    };
     let written = file
         .set_permissions(fs::Permissions::from_mode(0o644))
         .and_then(|()| file.write_all(encode(record).as_bytes()))

@@ -27,18 +27,26 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 
 /// Sync processes running outside synclock. `locations` are the
 /// repositories (as written and resolved) under which rsync and git count.
+/// One read of each process's command line; details only for matches.
 pub fn find(locations: &[PathBuf]) -> Vec<Process> {
     let me = std::process::id() as i32;
-    let ancestors = ancestors_of(me);
-    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+    let mut buf = [0u8; 4096];
+    let candidates: Vec<i32> = procfs::pids()
+        .into_iter()
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            procfs::command_words(*pid, &mut buf)
+                .is_some_and(|words| is_sync(*pid, &words, locations))
+        })
+        .collect();
+    if candidates.is_empty() {
         return Vec::new();
-    };
-    let mut found: Vec<Process> = proc_dir
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me && !ancestors.contains(pid))
+    }
+    let ancestors = ancestors_of(me);
+    let mut found: Vec<Process> = candidates
+        .into_iter()
+        .filter(|pid| !ancestors.contains(pid))
         .filter_map(procfs::process)
-        .filter(|process| is_sync(process, locations))
         .collect();
     found.sort_by_key(|p| p.pid);
     found
@@ -57,10 +65,9 @@ fn basename(word: &str) -> &str {
     word.rsplit('/').next().unwrap_or(word)
 }
 
-/// Whether `process` is a sync, judged by its command line (and, for rsync
-/// and git, by its arguments and working directory).
-fn is_sync(process: &Process, locations: &[PathBuf]) -> bool {
-    let words = &process.command;
+/// Whether process `pid` running `words` is a sync, judged by its command
+/// line (and, for rsync and git, by its arguments and working directory).
+fn is_sync(pid: i32, words: &[String], locations: &[PathBuf]) -> bool {
     if words
         .first()
         .is_none_or(|argv0| basename(argv0) == "synclock")
@@ -76,7 +83,7 @@ fn is_sync(process: &Process, locations: &[PathBuf]) -> bool {
             "emerge" if followed_by(i, "--sync") => return true,
             "emaint" | "pmaint" if followed_by(i, "sync") => return true,
             name if SYNC_PROGRAMS.contains(&name) => return true,
-            "rsync" | "git" => return works_under(process, &words[i + 1..], locations),
+            "rsync" | "git" => return works_under(pid, &words[i + 1..], locations),
             _ => {}
         }
     }
@@ -87,9 +94,9 @@ fn is_interpreter(name: &str) -> bool {
     name.starts_with("python") || ["bash", "sh", "dash"].contains(&name)
 }
 
-fn works_under(process: &Process, args: &[String], locations: &[PathBuf]) -> bool {
+fn works_under(pid: i32, args: &[String], locations: &[PathBuf]) -> bool {
     let under = |path: &Path| locations.iter().any(|location| path.starts_with(location));
-    let cwd = std::fs::read_link(format!("/proc/{}/cwd", process.pid)).ok();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
     cwd.as_deref().is_some_and(under)
         || args
             .iter()
@@ -173,19 +180,13 @@ fn pidfd_of(process: &Process) -> Option<OwnedFd> {
 mod tests {
     use super::*;
 
-    fn process(words: &[&str]) -> Process {
-        Process {
-            pid: -1,
-            command: words.iter().map(|w| w.to_string()).collect(),
-            started: None,
-            parent: None,
-        }
-    }
-
     #[test]
     fn recognises_sync_command_lines() {
         let repos = [PathBuf::from("/var/db/repos/gentoo")];
-        let sync = |words: &[&str]| is_sync(&process(words), &repos);
+        let sync = |words: &[&str]| {
+            let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+            is_sync(-1, &words, &repos)
+        };
         assert!(sync(&["emerge", "--sync"]));
         assert!(sync(&[
             "/usr/bin/python3.12",
