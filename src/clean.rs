@@ -123,13 +123,26 @@ fn location(repo: &Repo) -> Option<PathBuf> {
     if !written.is_absolute() {
         return skip("its location is not an absolute path");
     }
-    let Ok(location) = fs::canonicalize(written) else {
-        return skip("it does not exist");
+    // One open resolves every symlink on the way (Portage's realpath); the
+    // kernel then names the directory reached.
+    let Ok(dir) = open_dir(written) else {
+        return skip("it is not an existing directory");
     };
-    if location == Path::new("/") || !location.is_dir() {
-        return skip("it is not a directory other than /");
+    let resolved = fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    ));
+    let Some(location) = resolved
+        .ok()
+        .filter(|p| p.is_absolute())
+        .or_else(|| fs::canonicalize(written).ok())
+    else {
+        return skip("its real path cannot be found");
+    };
+    if location == Path::new("/") {
+        return skip("it is /");
     }
-    if is_remote(&location) {
+    if is_remote(dir.as_fd()) {
         return skip("it is on a network file system");
     }
     Some(location)
@@ -554,9 +567,9 @@ fn portage_uid() -> Option<u32> {
 }
 
 /// NFS, SMB/CIFS and FUSE: another host may be syncing there.
-fn is_remote(path: &Path) -> bool {
+fn is_remote(dir: BorrowedFd<'_>) -> bool {
     const REMOTE: [i64; 4] = [0x6969, 0xFF53_4D42, 0xFE53_4D42, 0x6573_5546];
-    nix::sys::statfs::statfs(path).is_ok_and(|fs| REMOTE.contains(&{ fs.filesystem_type().0 }))
+    nix::sys::statfs::fstatfs(dir).is_ok_and(|fs| REMOTE.contains(&{ fs.filesystem_type().0 }))
 }
 
 /// `41230` as `41,230`.

@@ -227,30 +227,54 @@ fn boot_time() -> Option<SystemTime> {
     })
 }
 
-/// The first words of `pid`'s command line, from one read of at most
-/// `buf.len()` bytes: cheap enough to run over every process.
-pub fn command_words(pid: i32, buf: &mut [u8]) -> Option<Vec<String>> {
-    use std::io::Read;
-    let mut file = fs::File::open(format!("/proc/{pid}/cmdline")).ok()?;
-    let len = file.read(buf).ok()?;
-    Some(
-        buf[..len]
-            .split(|b| *b == 0)
-            .filter(|word| !word.is_empty())
-            .map(|word| String::from_utf8_lossy(word).into_owned())
-            .collect(),
-    )
+/// /proc opened once, to read many processes' files relative to it.
+pub struct ProcDir(std::os::fd::OwnedFd);
+
+impl ProcDir {
+    /// Opens /proc.
+    pub fn open() -> Result<Self, nix::errno::Errno> {
+        use nix::fcntl::{OFlag, open};
+        use nix::sys::stat::Mode;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        open("/proc", flags, Mode::empty()).map(ProcDir)
+    }
+
+    /// The PIDs in /proc.
+    pub fn pids(&self) -> Vec<i32> {
+        use std::os::fd::AsFd;
+        let Ok(fd) = self.0.as_fd().try_clone_to_owned() else {
+            return Vec::new();
+        };
+        let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else {
+            return Vec::new();
+        };
+        dir.iter()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str().ok()?.parse().ok())
+            .collect()
+    }
+
+    /// Reads the start of `pid`'s command line (NUL-separated words) into
+    /// `buf` with one read; returns the length read.
+    pub fn read_cmdline(&self, pid: i32, buf: &mut [u8]) -> Option<usize> {
+        use nix::fcntl::{OFlag, openat};
+        use nix::sys::stat::Mode;
+        use std::os::fd::AsFd;
+        let mut path = itoa_path(pid);
+        path.push_str("/cmdline");
+        let fd = openat(
+            self.0.as_fd(),
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        nix::unistd::read(&fd, buf).ok()
+    }
 }
 
-/// The PIDs in /proc.
-pub fn pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+fn itoa_path(pid: i32) -> String {
+    pid.to_string()
 }
 
 fn ticks(count: u64) -> Duration {

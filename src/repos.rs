@@ -69,7 +69,9 @@ pub fn discover() -> Discovery {
         for file in sources.iter().flat_map(|source| config_files(source)) {
             // Portage skips a file it cannot open, and reads UTF-8 with
             // replacement and universal newlines.
-            let Ok(bytes) = fs::read(&file) else { continue };
+            let Some(bytes) = read_small(&file) else {
+                continue;
+            };
             let text = String::from_utf8_lossy(&bytes)
                 .replace("\r\n", "\n")
                 .replace('\r', "\n");
@@ -77,6 +79,22 @@ pub fn discover() -> Discovery {
         }
     }
     Ok(repos_of(&parser.resolved()?))
+}
+
+/// A whole (small) file, without the size query `fs::read` makes.
+fn read_small(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let mut file = fs::File::open(path).ok()?;
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return Some(bytes),
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// The repositories described by resolved sections: those with a non-blank
@@ -111,21 +129,34 @@ fn repos_of(sections: &[(String, Vec<(String, String)>)]) -> Vec<Repo> {
 /// `source` itself if it is a file, or the files below it in Portage's
 /// order (`portage.util._recursive_file_list`).
 fn config_files(source: &Path) -> Vec<PathBuf> {
+    config_files_known(source, false)
+}
+
+/// As [`config_files`]; `regular` when the directory listing already said
+/// that `source` is a regular file (no stat needed then).
+fn config_files_known(source: &Path, regular: bool) -> Vec<PathBuf> {
+    if regular {
+        return vec![source.to_path_buf()];
+    }
     match fs::metadata(source) {
         Ok(meta) if meta.is_dir() => {
-            let mut names: Vec<_> = fs::read_dir(source)
-                .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+            let mut entries: Vec<(std::ffi::OsString, bool)> = fs::read_dir(source)
+                .map(|dir| {
+                    dir.flatten()
+                        .map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_file())))
+                        .collect()
+                })
                 .unwrap_or_default();
-            names.sort();
-            names
+            entries.sort();
+            entries
                 .into_iter()
-                .filter(|name| {
+                .filter(|(name, _)| {
                     let name = name.to_string_lossy();
                     !name.starts_with('.')
                         && !name.ends_with('~')
                         && !["CVS", "RCS", "SCCS"].contains(&&*name)
                 })
-                .flat_map(|name| config_files(&source.join(name)))
+                .flat_map(|(name, regular)| config_files_known(&source.join(name), regular))
                 .collect()
         }
         Ok(meta) if meta.is_file() => vec![source.to_path_buf()],

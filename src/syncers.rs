@@ -27,18 +27,33 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 
 /// Sync processes running outside synclock. `locations` are the
 /// repositories (as written and resolved) under which rsync and git count.
-/// One read of each process's command line; details only for matches.
+///
+/// Reading every command line is the cost of this safety check (three
+/// system calls a process), so each is read once into one buffer and judged
+/// without allocating; only matches are read further.
 pub fn find(locations: &[PathBuf]) -> Vec<Process> {
     let me = std::process::id() as i32;
+    let Ok(proc_dir) = procfs::ProcDir::open() else {
+        return Vec::new();
+    };
     let mut buf = [0u8; 4096];
-    let candidates: Vec<i32> = procfs::pids()
-        .into_iter()
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            procfs::command_words(*pid, &mut buf)
-                .is_some_and(|words| is_sync(*pid, &words, locations))
-        })
-        .collect();
+    let mut candidates = Vec::new();
+    for pid in proc_dir.pids() {
+        if pid == me {
+            continue;
+        }
+        let Some(len) = proc_dir.read_cmdline(pid, &mut buf) else {
+            continue;
+        };
+        let words: Vec<&str> = buf[..len]
+            .split(|b| *b == 0)
+            .filter(|w| !w.is_empty())
+            .filter_map(|w| std::str::from_utf8(w).ok())
+            .collect();
+        if is_sync(pid, &words, locations) {
+            candidates.push(pid);
+        }
+    }
     if candidates.is_empty() {
         return Vec::new();
     }
@@ -67,16 +82,16 @@ fn basename(word: &str) -> &str {
 
 /// Whether process `pid` running `words` is a sync, judged by its command
 /// line (and, for rsync and git, by its arguments and working directory).
-fn is_sync(pid: i32, words: &[String], locations: &[PathBuf]) -> bool {
+fn is_sync(pid: i32, words: &[&str], locations: &[PathBuf]) -> bool {
     if words
         .first()
         .is_none_or(|argv0| basename(argv0) == "synclock")
     {
         return false;
     }
-    let followed_by = |i: usize, arg: &str| words[i + 1..].iter().any(|w| w == arg);
+    let followed_by = |i: usize, arg: &str| words[i + 1..].contains(&arg);
     // The program is argv[0], or the script an interpreter runs.
-    let interpreted = is_interpreter(basename(&words[0]));
+    let interpreted = is_interpreter(basename(words[0]));
     let candidates = if interpreted { 3 } else { 1 };
     for (i, word) in words.iter().enumerate().take(candidates) {
         match basename(word) {
@@ -94,7 +109,7 @@ fn is_interpreter(name: &str) -> bool {
     name.starts_with("python") || ["bash", "sh", "dash"].contains(&name)
 }
 
-fn works_under(pid: i32, args: &[String], locations: &[PathBuf]) -> bool {
+fn works_under(pid: i32, args: &[&str], locations: &[PathBuf]) -> bool {
     let under = |path: &Path| locations.iter().any(|location| path.starts_with(location));
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
     cwd.as_deref().is_some_and(under)
@@ -183,10 +198,7 @@ mod tests {
     #[test]
     fn recognises_sync_command_lines() {
         let repos = [PathBuf::from("/var/db/repos/gentoo")];
-        let sync = |words: &[&str]| {
-            let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-            is_sync(-1, &words, &repos)
-        };
+        let sync = |words: &[&str]| is_sync(-1, words, &repos);
         assert!(sync(&["emerge", "--sync"]));
         assert!(sync(&[
             "/usr/bin/python3.12",
