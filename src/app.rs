@@ -83,11 +83,20 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
             return Ok(code);
         }
     }
-    let acquired = SystemTime::now();
     let started = Instant::now();
-    let child = child::spawn(&cli.command, held.raw(), path, &signals)?;
+    // The record goes first: a SIGKILL at any moment after the command
+    // starts must leave it behind, as the mark of an interrupted run.
     let wrote_record =
-        matches!(held, Held::Own(_)) && write_record(path, &cli.command, child.as_raw(), acquired);
+        matches!(held, Held::Own(_)) && write_record(path, &cli.command, SystemTime::now());
+    let child = match child::spawn(&cli.command, held.raw(), path, &signals) {
+        Ok(child) => child,
+        Err(err) => {
+            if wrote_record {
+                record::remove(path);
+            }
+            return Err(err);
+        }
+    };
     let status = child::supervise(child, &signals)?;
     if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
         && !matches!(signal, Signal::SIGINT | Signal::SIGPIPE)
@@ -313,17 +322,11 @@ fn wait_for_outside(
 
 /// Says who holds the lock for those who cannot ask /proc (see `record.rs`);
 /// true when the record was written.
-fn write_record(
-    path: &Path,
-    command: &[std::ffi::OsString],
-    child: i32,
-    since: SystemTime,
-) -> bool {
+fn write_record(path: &Path, command: &[std::ffi::OsString], since: SystemTime) -> bool {
     let pid = std::process::id() as i32;
     let record = Record {
         pid,
         start_ticks: procfs::start_ticks(pid).unwrap_or(0),
-        child: Some(child),
         pid_namespace: procfs::pid_namespace(),
         host: holder::local_host(),
         command: command

@@ -24,12 +24,14 @@ pub const DEFAULT_LOCKFILE: &str = "/run/synclock.lock";
     name = "synclock",
     version,
     subcommand_negates_reqs = true,
+    disable_help_subcommand = true,
     after_help = "Exit status: COMMAND's own; 128+N if a signal N killed it; 75 (or -E) when \
                   the lock was not had; 2 usage error; 125 synclock failed; 126 COMMAND cannot \
                   be executed; 127 COMMAND not found."
 )]
 pub struct Cli {
-    /// The lockfile shared by every sync on this machine.
+    /// The lockfile shared by every sync on this machine (env
+    /// SYNCLOCK_LOCKFILE).
     #[arg(
         long,
         value_name = "PATH",

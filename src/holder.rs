@@ -128,10 +128,11 @@ fn from_kernel(id: Identity, lock_pid: i32, record: Option<Record>) -> Holder {
         command: fitting
             .as_ref()
             .map_or_else(|| running_command(&process), |r| r.command.clone()),
+        // synclock itself holds: the command is its child.
         command_pid: fitting
             .as_ref()
-            .filter(|r| same_namespace(r))
-            .and_then(|r| r.child),
+            .filter(|r| same_namespace(r) && r.pid == process.pid)
+            .and_then(|_| procfs::children(process.pid).first().copied()),
         host: Some(fitting.as_ref().map_or_else(local_host, |r| r.host.clone())),
         since: fitting.as_ref().map(|r| r.since).or(process.started),
         acquired_by,
@@ -149,7 +150,7 @@ fn fits(record: &Record, process: &Process, acquired_by: Option<i32>, ns: Option
     if record.pid_namespace == ns {
         let same_process = record.pid == process.pid
             && procfs::start_ticks(process.pid) == Some(record.start_ticks);
-        same_process || record.child == Some(process.pid) || acquired_by == Some(record.pid)
+        same_process || acquired_by == Some(record.pid)
     } else {
         // Another PID namespace: its PIDs mean nothing here, but a record
         // written before the holder started cannot be the holder's.

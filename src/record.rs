@@ -26,8 +26,6 @@ pub struct Record {
     pub pid: i32,
     /// Its start time in clock ticks since boot (guards against PID reuse).
     pub start_ticks: u64,
-    /// The PID of the command it runs, in the same namespace.
-    pub child: Option<i32>,
     /// The inode of its PID namespace.
     pub pid_namespace: Option<u64>,
     /// Its host name.
@@ -116,9 +114,6 @@ fn encode(record: &Record) -> String {
         since.as_secs(),
         since.subsec_millis()
     );
-    if let Some(child) = record.child {
-        text.push_str(&format!("child {child}\n"));
-    }
     if let Some(ns) = record.pid_namespace {
         text.push_str(&format!("pid_namespace {ns}\n"));
     }
@@ -136,7 +131,6 @@ fn decode(text: &str) -> Option<Record> {
     let mut record = Record {
         pid: 0,
         start_ticks: 0,
-        child: None,
         pid_namespace: None,
         host: String::new(),
         command: Vec::new(),
@@ -147,7 +141,6 @@ fn decode(text: &str) -> Option<Record> {
         match key {
             "pid" => record.pid = value.parse().ok()?,
             "start_ticks" => record.start_ticks = value.parse().ok()?,
-            "child" => record.child = Some(value.parse().ok()?),
             "pid_namespace" => record.pid_namespace = Some(value.parse().ok()?),
             "host" => record.host = unescape(value),
             "since" => {
@@ -191,7 +184,6 @@ mod tests {
         Record {
             pid: 4242,
             start_ticks: 98765,
-            child: Some(4250),
             pid_namespace: Some(4026531836),
             host: "builder".into(),
             command: vec![

@@ -4,9 +4,11 @@ mod support;
 
 mod clean;
 mod exit_codes;
+mod generated;
 mod holder;
 mod lockfile_safety;
 mod locking;
 mod nesting;
+mod shims;
 mod signals;
 mod stress;
