@@ -12,6 +12,7 @@ use crate::clean;
 use crate::cli::{Action, Cli, Wait};
 use crate::error::Error;
 use crate::exit;
+use crate::history;
 use crate::holder;
 use crate::lockfile;
 use crate::msg;
@@ -58,6 +59,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     let path = &cli.lockfile;
     let command_line = msg::command_line(&cli.command);
     let start = Instant::now();
+    let began = SystemTime::now();
     let signals = Signals::block()?;
     let inherited = nested::inherited_lock(path);
     // Reading repos.conf needs no lock: done before waiting, it stays off
@@ -67,6 +69,20 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         Ok(held) => held,
         Err(code) => return Ok(code),
     };
+    let owner = match &held {
+        Held::Own(fd) => nix::sys::stat::fstat(fd.as_fd()).map(|s| s.st_uid).ok(),
+        Held::Inherited(_) => None,
+    };
+    let words: Vec<String> = cli
+        .command
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    if let Some(owner) = owner
+        && already_done(cli, &words, owner, began)
+    {
+        return Ok(0);
+    }
     if let Held::Own(fd) = &held {
         let interrupted = previous_record(path, fd);
         let cleaning = !cli.no_clean;
@@ -84,6 +100,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         }
     }
     let started = Instant::now();
+    let acquired = SystemTime::now();
     // The record goes first: a SIGKILL at any moment after the command
     // starts must leave it behind, as the mark of an interrupted run.
     let wrote_record =
@@ -108,6 +125,21 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         };
         msg::info(format_args!("{command_line} was killed by {signal}{core}"));
     }
+    if let Some(owner) = owner {
+        let run = history::Run {
+            command: words,
+            start: acquired,
+            end: SystemTime::now(),
+            code: exit::code_of(status),
+            pid: std::process::id() as i32,
+        };
+        if let Err(err) = history::remember(path, owner, run) {
+            msg::verbose(format_args!(
+                "cannot write history {}: {err}",
+                history::path_for(path).display()
+            ));
+        }
+    }
     if let Held::Own(fd) = held {
         if wrote_record {
             record::remove(path);
@@ -120,6 +152,50 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         ));
     }
     Ok(exit::code_of(status))
+}
+
+/// Whether `--coalesce` or `--min-interval` make running `command` again
+/// pointless; says why when so. Reads the history only when asked to.
+fn already_done(cli: &Cli, command: &[String], owner: u32, began: SystemTime) -> bool {
+    if cli.force || !(cli.coalesce || cli.min_interval.is_some()) {
+        return false;
+    }
+    let runs = history::read(&cli.lockfile, owner);
+    let Some(last) = history::last(&runs, command).filter(|run| run.succeeded()) else {
+        return false;
+    };
+    let shown = msg::command_line(&cli.command);
+    let end = humantime::format_rfc3339_seconds(last.end);
+    let took = msg::duration(Duration::from_secs(
+        last.end
+            .duration_since(last.start)
+            .unwrap_or_default()
+            .as_secs(),
+    ));
+    if cli.coalesce && last.end >= began {
+        msg::info(format_args!(
+            "{shown} finished at {end} (PID {}, {took}) while we waited; not run again",
+            last.pid
+        ));
+        return true;
+    }
+    let Some(interval) = cli.min_interval else {
+        return false;
+    };
+    let age = SystemTime::now()
+        .duration_since(last.end)
+        .unwrap_or_default();
+    if age >= interval {
+        return false;
+    }
+    msg::info(format_args!(
+        "{shown} last succeeded at {end} ({} ago); next run allowed after {} (--min-interval {}); \
+         not run (--force runs it anyway)",
+        msg::duration(Duration::from_secs(age.as_secs())),
+        humantime::format_rfc3339_seconds(last.end + interval),
+        msg::duration(interval)
+    ));
+    true
 }
 
 /// `synclock clean`: lock, wait for outside syncs, clean, release.

@@ -75,6 +75,25 @@ pub struct Cli {
     #[arg(long)]
     pub no_clean: bool,
 
+    /// Do not run COMMAND if the same command line finished successfully
+    /// under the lock while this invocation waited (env SYNCLOCK_COALESCE).
+    #[arg(
+        long,
+        env = "SYNCLOCK_COALESCE",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
+    pub coalesce: bool,
+
+    /// Do not run COMMAND if the same command line last succeeded less than
+    /// DURATION ago (env SYNCLOCK_MIN_INTERVAL).
+    #[arg(long, value_name = "DURATION", env = "SYNCLOCK_MIN_INTERVAL", value_parser = parse_wait)]
+    pub min_interval: Option<Duration>,
+
+    /// Run COMMAND even when --coalesce or --min-interval would skip it.
+    #[arg(long)]
+    pub force: bool,
+
     /// What to do instead of running a command.
     #[command(subcommand)]
     pub action: Option<Action>,
@@ -240,6 +259,15 @@ mod tests {
         let cli = parse_from(&["synclock", "--", "status"]);
         assert!(cli.action.is_none());
         assert_eq!(cli.command, vec![OsString::from("status")]);
+    }
+
+    #[test]
+    fn coalesce_takes_boolish_values() {
+        assert!(parse_from(&["synclock", "--coalesce", "true"]).coalesce);
+        assert!(!parse_from(&["synclock", "true"]).coalesce);
+        let cli = parse_from(&["synclock", "--min-interval", "1h", "--force", "true"]);
+        assert_eq!(cli.min_interval, Some(Duration::from_secs(3600)));
+        assert!(cli.force);
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod clean;
 pub mod cli;
 mod error;
 mod exit;
+mod files;
+mod history;
 mod holder;
 mod ini;
 mod lockfile;

@@ -10,14 +10,10 @@
 //! only when its owner is the lockfile's owner, and only while the lock is
 //! held: where /proc answers, the kernel wins.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use nix::libc;
+use crate::files;
 
 /// What a holder says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,65 +34,23 @@ pub struct Record {
 
 /// Where the record of `lockfile` lives: `<lockfile>.holder`.
 pub fn path_for(lockfile: &Path) -> PathBuf {
-    let mut name = OsString::from(lockfile.as_os_str());
-    name.push(".holder");
-    PathBuf::from(name)
+    files::next_to(lockfile, ".holder")
 }
 
 /// Replaces the record atomically. Call only while holding the lock.
 pub fn write(lockfile: &Path, record: &Record) -> std::io::Result<()> {
-    let target = path_for(lockfile);
-    let mut temp_name = OsString::from(".");
-    temp_name.push(target.file_name().unwrap_or_default());
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp = target.with_file_name(temp_name);
-    // O_EXCL never follows a symlink. A leftover of a dead writer with our
-    // PID is ours to replace (we hold the lock).
-    let create = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&temp)
-    };
-    let mut file = match create() {
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            fs::remove_file(&temp)?;
-            create()?
-        }
-        other => other?,
-    };
-    let written = file
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .and_then(|()| file.write_all(encode(record).as_bytes()))
-        .and_then(|()| fs::rename(&temp, &target));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
+    files::write_atomic(&path_for(lockfile), encode(record).as_bytes())
 }
 
 /// Removes the record; call before releasing the lock.
 pub fn remove(lockfile: &Path) {
-    let _ = fs::remove_file(path_for(lockfile));
+    let _ = std::fs::remove_file(path_for(lockfile));
 }
 
 /// Reads the record if there is a trustworthy one: a regular file (not
 /// followed through a symlink) owned by `owner` (the lockfile's owner).
 pub fn read(lockfile: &Path, owner: u32) -> Option<Record> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path_for(lockfile))
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.uid() != owner || meta.len() > 64 * 1024 {
-        return None;
-    }
-    let mut text = String::new();
-    File::take(file, 64 * 1024).read_to_string(&mut text).ok()?;
-    decode(&text)
+    decode(&files::read_trusted(&path_for(lockfile), owner).ok()?)
 }
 
 /// One `key value` line each; the command as one `arg` line per word, with
@@ -110,7 +64,7 @@ fn encode(record: &Record) -> String {
         "synclock-holder 1\npid {}\nstart_ticks {}\nhost {}\nsince {}.{:03}\n",
         record.pid,
         record.start_ticks,
-        escape(&record.host),
+        files::escape(&record.host),
         since.as_secs(),
         since.subsec_millis()
     );
@@ -118,7 +72,7 @@ fn encode(record: &Record) -> String {
         text.push_str(&format!("pid_namespace {ns}\n"));
     }
     for word in &record.command {
-        text.push_str(&format!("arg {}\n", escape(word)));
+        text.push_str(&format!("arg {}\n", files::escape(word)));
     }
     text
 }
@@ -142,43 +96,25 @@ fn decode(text: &str) -> Option<Record> {
             "pid" => record.pid = value.parse().ok()?,
             "start_ticks" => record.start_ticks = value.parse().ok()?,
             "pid_namespace" => record.pid_namespace = Some(value.parse().ok()?),
-            "host" => record.host = unescape(value),
+            "host" => record.host = files::unescape(value),
             "since" => {
                 let (secs, millis) = value.split_once('.').unwrap_or((value, "0"));
                 let since = Duration::from_secs(secs.parse().ok()?)
                     + Duration::from_millis(millis.parse().ok()?);
                 record.since = SystemTime::UNIX_EPOCH + since;
             }
-            "arg" => record.command.push(unescape(value)),
+            "arg" => record.command.push(files::unescape(value)),
             _ => {} // newer fields are skipped
         }
     }
     (record.pid > 0).then_some(record)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn unescape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (c, c == '\\') {
-            (_, true) => match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            },
-            (c, false) => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn sample() -> Record {
         Record {

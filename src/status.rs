@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::Error;
+use crate::history::{self, Run};
 use crate::holder::{self, Holder, Inspection};
 use crate::lockfile;
 use crate::procfs::Process;
@@ -25,10 +26,14 @@ pub const HELD: u8 = 1;
 /// Prints the state of the lock at `path` and returns the exit code.
 pub fn run(path: &Path, json: bool) -> Result<u8, Error> {
     let inspection = inspect(path)?;
+    let runs = match lockfile::look_up(path)? {
+        Some((_, owner)) => history::read(path, owner),
+        None => Vec::new(),
+    };
     let text = if json {
-        to_json(path, &inspection)
+        to_json(path, &inspection, &runs)
     } else {
-        to_text(path, &inspection)
+        to_text(path, &inspection, &runs)
     };
     print!("{text}");
     Ok(if inspection.held { HELD } else { FREE })
@@ -58,7 +63,7 @@ fn probe(path: &Path) -> Option<bool> {
     }
 }
 
-fn to_text(path: &Path, inspection: &Inspection) -> String {
+fn to_text(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
     let mut out = format!("lockfile: {}\n", path.display());
     match &inspection.holder {
         None => out.push_str("state: free\n"),
@@ -84,21 +89,34 @@ fn to_text(path: &Path, inspection: &Inspection) -> String {
             waiter.command.join(" ")
         );
     }
+    for run in runs {
+        let _ = writeln!(
+            out,
+            "last run: {}: exit {}, {} to {} (PID {})",
+            run.command.join(" "),
+            run.code,
+            humantime::format_rfc3339_seconds(run.start),
+            humantime::format_rfc3339_seconds(run.end),
+            run.pid
+        );
+    }
     out
 }
 
 /// The stable JSON form documented in README.md.
-fn to_json(path: &Path, inspection: &Inspection) -> String {
+fn to_json(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
     let holder = inspection
         .holder
         .as_ref()
         .map_or_else(|| "null".to_string(), holder_json);
     let waiters: Vec<String> = inspection.waiters.iter().map(waiter_json).collect();
+    let history: Vec<String> = runs.iter().map(run_json).collect();
     format!(
-        "{{\"lockfile\":{},\"held\":{},\"holder\":{holder},\"waiters\":[{}]}}\n",
+        "{{\"lockfile\":{},\"held\":{},\"holder\":{holder},\"waiters\":[{}],\"history\":[{}]}}\n",
         string(&path.to_string_lossy()),
         inspection.held,
-        waiters.join(",")
+        waiters.join(","),
+        history.join(",")
     )
 }
 
@@ -122,6 +140,18 @@ fn holder_json(holder: &Holder) -> String {
         number(holder.acquired_by),
         number(holder.namespace_pid),
         string(holder.source.name()),
+    )
+}
+
+fn run_json(run: &Run) -> String {
+    let time = |t| string(&humantime::format_rfc3339_seconds(t).to_string());
+    format!(
+        "{{\"command\":{},\"start\":{},\"end\":{},\"exit_code\":{},\"pid\":{}}}",
+        strings(&run.command),
+        time(run.start),
+        time(run.end),
+        run.code,
+        run.pid
     )
 }
 
@@ -186,8 +216,8 @@ mod tests {
             waiters: Vec::new(),
         };
         assert_eq!(
-            to_json(Path::new("/run/x.lock"), &free),
-            "{\"lockfile\":\"/run/x.lock\",\"held\":false,\"holder\":null,\"waiters\":[]}\n"
+            to_json(Path::new("/run/x.lock"), &free, &[]),
+            "{\"lockfile\":\"/run/x.lock\",\"held\":false,\"holder\":null,\"waiters\":[],\"history\":[]}\n"
         );
     }
 }

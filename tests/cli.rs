@@ -3,6 +3,7 @@
 mod support;
 
 mod clean;
+mod coalesce;
 mod exit_codes;
 mod generated;
 mod holder;

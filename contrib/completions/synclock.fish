@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_synclock_global_optspecs
-    string join \n lockfile= w/wait= n/nonblock E/conflict-exit-code= q/quiet v/verbose repo= no-clean h/help V/version
+    string join \n lockfile= w/wait= n/nonblock E/conflict-exit-code= q/quiet v/verbose repo= no-clean coalesce min-interval= force h/help V/version
 end
 
 function __fish_synclock_needs_command
@@ -28,10 +28,13 @@ complete -c synclock -n "__fish_synclock_needs_command" -l lockfile -d 'The lock
 complete -c synclock -n "__fish_synclock_needs_command" -s w -l wait -d 'Give up after waiting this long: 300ms, 90s, 5m, "1h 30m"; a bare number means seconds; 0 means do not wait. Default: wait without limit' -r
 complete -c synclock -n "__fish_synclock_needs_command" -s E -l conflict-exit-code -d 'Exit code when the lock could not be had' -r
 complete -c synclock -n "__fish_synclock_needs_command" -l repo -d 'Also clean this repository location (repeatable), besides those in repos.conf' -r -F
+complete -c synclock -n "__fish_synclock_needs_command" -l min-interval -d 'Do not run COMMAND if the same command line last succeeded less than DURATION ago (env SYNCLOCK_MIN_INTERVAL)' -r
 complete -c synclock -n "__fish_synclock_needs_command" -s n -l nonblock -d 'Fail at once when the lock is held (same as --wait 0)'
 complete -c synclock -n "__fish_synclock_needs_command" -s q -l quiet -d 'Say nothing but errors'
 complete -c synclock -n "__fish_synclock_needs_command" -s v -l verbose -d 'Also report the time spent waiting and the release of the lock'
 complete -c synclock -n "__fish_synclock_needs_command" -l no-clean -d 'Do not clean stale sync leftovers before running COMMAND'
+complete -c synclock -n "__fish_synclock_needs_command" -l coalesce -d 'Do not run COMMAND if the same command line finished successfully under the lock while this invocation waited (env SYNCLOCK_COALESCE)'
+complete -c synclock -n "__fish_synclock_needs_command" -l force -d 'Run COMMAND even when --coalesce or --min-interval would skip it'
 complete -c synclock -n "__fish_synclock_needs_command" -s h -l help -d 'Print help'
 complete -c synclock -n "__fish_synclock_needs_command" -s V -l version -d 'Print version'
 complete -c synclock -n "__fish_synclock_needs_command" -a "status" -d 'Tell whether the lock is free, who holds it and who waits (exit 0 free, 1 held, 125 error)'

@@ -1,0 +1,131 @@
+//! The small files synclock keeps next to the lockfile (holder record, run
+//! history): replaced atomically, read only when trustworthy.
+//!
+//! They live in the lockfile's directory, which synclock has checked (only
+//! its owner, or a sticky bit, lets anyone replace entries there). Writing
+//! creates a fresh temp file with O_EXCL (which never follows a symlink) and
+//! renames it over the target (rename replaces a symlink, never its target).
+//! Reading opens with O_NOFOLLOW and O_NONBLOCK and accepts only a regular
+//! file owned by the lockfile's owner and of bounded size.
+
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::libc;
+
+/// The largest file accepted: far more than 64 history entries need.
+pub const MAX_SIZE: u64 = 256 * 1024;
+
+/// `<lockfile><suffix>`, e.g. `/run/synclock.lock.holder`.
+pub fn next_to(lockfile: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(lockfile.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Replaces `target` with `contents`, mode 0644, atomically. Call only while
+/// holding the lock.
+pub fn write_atomic(target: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut temp_name = OsString::from(".");
+    temp_name.push(target.file_name().unwrap_or_default());
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = target.with_file_name(temp_name);
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&temp)
+    };
+    // A leftover of a dead writer with our PID is ours to replace.
+    let mut file = match create() {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(&temp)?;
+            create()?
+        }
+        other => other?,
+    };
+    let written = file
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(contents))
+        .and_then(|()| fs::rename(&temp, target));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
+}
+
+/// Why a kept file was not read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unread {
+    /// There is none.
+    Missing,
+    /// It is there but not to be trusted; the reason, for a message.
+    Refused(String),
+}
+
+/// Reads `path` if it is a regular file owned by `owner`, not reached
+/// through a symlink, and at most [`MAX_SIZE`] bytes.
+pub fn read_trusted(path: &Path, owner: u32) -> Result<String, Unread> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ENOENT) => Unread::Missing,
+            Some(libc::ELOOP) => Unread::Refused("it is a symbolic link".into()),
+            _ => Unread::Refused(err.to_string()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|err| Unread::Refused(err.to_string()))?;
+    if !meta.is_file() {
+        return Err(Unread::Refused("it is not a regular file".into()));
+    }
+    if meta.uid() != owner {
+        return Err(Unread::Refused(format!(
+            "it is owned by uid {}, not the lockfile's owner",
+            meta.uid()
+        )));
+    }
+    if meta.len() > MAX_SIZE {
+        return Err(Unread::Refused(format!(
+            "it is larger than {MAX_SIZE} bytes"
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_SIZE)
+        .read_to_string(&mut text)
+        .map_err(|err| Unread::Refused(err.to_string()))?;
+    Ok(text)
+}
+
+/// Escapes backslash, newline and tab, for one-line fields.
+pub fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\t', "\\t")
+}
+
+/// Undoes [`escape`].
+pub fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}

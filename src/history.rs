@@ -1,0 +1,202 @@
+//! The run history: for each wrapped command line, its last run under the
+//! lock (start, end, exit code, PID), kept next to the lockfile as
+//! `<lockfile>.history` for `--coalesce`, `--min-interval` and `status`.
+//!
+//! It is written only while holding the lock, atomically, readable by all,
+//! and bounded to the [`MAX_ENTRIES`] most recent command lines. A corrupt,
+//! truncated or untrustworthy history is reported in one line and treated
+//! as empty: it is never a reason to fail or to skip the lock.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::files::{self, Unread};
+use crate::msg;
+
+/// Command lines remembered at most.
+pub const MAX_ENTRIES: usize = 64;
+const HEADER: &str = "synclock-history 1";
+
+/// The last run of one command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The command line, word by word.
+    pub command: Vec<String>,
+    /// When it got the lock.
+    pub start: SystemTime,
+    /// When it ended.
+    pub end: SystemTime,
+    /// Its exit code (128+N for signal N).
+    pub code: u8,
+    /// The synclock process that ran it.
+    pub pid: i32,
+}
+
+impl Run {
+    /// Whether it succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// Where the history of `lockfile` lives.
+pub fn path_for(lockfile: &Path) -> PathBuf {
+    files::next_to(lockfile, ".history")
+}
+
+/// The remembered runs, newest first.
+pub fn read(lockfile: &Path, owner: u32) -> Vec<Run> {
+    let path = path_for(lockfile);
+    let text = match files::read_trusted(&path, owner) {
+        Ok(text) => text,
+        Err(Unread::Missing) => return Vec::new(),
+        Err(Unread::Refused(why)) => {
+            msg::info(format_args!(
+                "ignoring history {}: {why}; starting afresh",
+                path.display()
+            ));
+            return Vec::new();
+        }
+    };
+    match decode(&text) {
+        Ok(runs) => runs,
+        Err(line) => {
+            msg::info(format_args!(
+                "ignoring corrupt history {} (line {line}); starting afresh",
+                path.display()
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// The last run of `command` in `runs`.
+pub fn last<'a>(runs: &'a [Run], command: &[String]) -> Option<&'a Run> {
+    runs.iter().find(|run| run.command == command)
+}
+
+/// Remembers `run` as the last of its command line. Call only while holding
+/// the lock.
+pub fn remember(lockfile: &Path, owner: u32, run: Run) -> std::io::Result<()> {
+    let mut runs = read(lockfile, owner);
+    runs.retain(|old| old.command != run.command);
+    runs.insert(0, run);
+    runs.truncate(MAX_ENTRIES);
+    files::write_atomic(&path_for(lockfile), encode(&runs).as_bytes())
+}
+
+fn millis(time: SystemTime) -> u128 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+fn time_of(millis: &str) -> Option<SystemTime> {
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(millis.parse().ok()?))
+}
+
+/// One line a run: `start end code pid` in milliseconds, then the command's
+/// words, all separated by tabs (words escaped).
+fn encode(runs: &[Run]) -> String {
+    let mut text = format!("{HEADER}\n");
+    for run in runs {
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}",
+            millis(run.start),
+            millis(run.end),
+            run.code,
+            run.pid
+        ));
+        for word in &run.command {
+            text.push('\t');
+            text.push_str(&files::escape(word));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// The runs, or the number of the first bad line.
+fn decode(text: &str) -> Result<Vec<Run>, usize> {
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) || !text.ends_with('\n') {
+        return Err(1);
+    }
+    lines
+        .enumerate()
+        .map(|(index, line)| {
+            let bad = index + 2;
+            let mut fields = line.split('\t');
+            let mut next = || fields.next().ok_or(bad);
+            let start = time_of(next()?).ok_or(bad)?;
+            let end = time_of(next()?).ok_or(bad)?;
+            let code = next()?.parse().map_err(|_| bad)?;
+            let pid = next()?.parse().map_err(|_| bad)?;
+            let command: Vec<String> = fields.map(files::unescape).collect();
+            if command.is_empty() {
+                return Err(bad);
+            }
+            Ok(Run {
+                command,
+                start,
+                end,
+                code,
+                pid,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(words: &[&str], code: u8) -> Run {
+        Run {
+            command: words.iter().map(|w| w.to_string()).collect(),
+            start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_033_600_123),
+            end: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_033_751_456),
+            code,
+            pid: 4242,
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let runs = vec![
+            run(&["emerge", "--sync"], 0),
+            run(&["sh", "-c", "a\tb\nc\\d", ""], 1),
+        ];
+        assert_eq!(decode(&encode(&runs)), Ok(runs));
+    }
+
+    #[test]
+    fn corrupt_and_truncated_histories_are_rejected() {
+        assert_eq!(decode(""), Err(1));
+        assert_eq!(decode("garbage\n"), Err(1));
+        let good = encode(&[run(&["emerge", "--sync"], 0)]);
+        assert_eq!(decode(&good[..good.len() - 3]), Err(1), "a cut last line");
+        assert_eq!(decode(&format!("{HEADER}\n1\t2\tx\t4\temerge\n")), Err(2));
+        assert_eq!(decode(&format!("{HEADER}\n1\t2\t0\t4\n")), Err(2));
+    }
+
+    #[test]
+    fn remember_keeps_one_entry_per_command_and_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("l");
+        let owner = nix::unistd::geteuid().as_raw();
+        for i in 0..(MAX_ENTRIES + 5) {
+            remember(&lock, owner, run(&["cmd", &i.to_string()], 0)).unwrap();
+        }
+        remember(&lock, owner, run(&["cmd", "3"], 7)).unwrap();
+        let runs = read(&lock, owner);
+        assert_eq!(runs.len(), MAX_ENTRIES);
+        assert_eq!(runs[0].command, ["cmd", "3"]);
+        assert_eq!(runs[0].code, 7);
+        assert_eq!(runs.iter().filter(|r| r.command == ["cmd", "3"]).count(), 1);
+        assert!(
+            last(&runs, &["cmd".into(), "0".into()]).is_none(),
+            "the oldest fell out"
+        );
+    }
+}
