@@ -428,18 +428,30 @@ impl Cleaner {
         if let Ok(Some(stat)) = stat_at(metadata.as_fd(), Path::new(name))
             && kind(&stat) == libc::S_IFREG
         {
+            // Always a consequence of a line already said (quarantine,
+            // webrsync, interrupted run): shown with -v.
             let path = location.join("metadata").join(name);
-            self.remove(
-                metadata.as_fd(),
-                name,
-                &path,
-                &format!("{} {why}", path.display()),
-            );
+            let what = format!("{} {why}", path.display());
+            self.remove_reported(metadata.as_fd(), name, &path, &what, msg::Level::Verbose);
         }
     }
 
-    /// Removes (or counts) `name` in `dir` and reports it; true on success.
+    /// Removes (or counts) `name` in `dir` and reports it in one line;
+    /// true on success.
     fn remove(&mut self, dir: BorrowedFd<'_>, name: &str, path: &Path, what: &str) -> bool {
+        self.remove_reported(dir, name, path, what, msg::Level::Normal)
+    }
+
+    /// As [`Cleaner::remove`], reporting a success only at `level` (a detail
+    /// that an earlier line already announced is shown with `-v`).
+    fn remove_reported(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        path: &Path,
+        what: &str,
+        level: msg::Level,
+    ) -> bool {
         let outcome = remove::remove(dir, Path::new(name), path, self.dry_run);
         let entries = match outcome.entries {
             0 | 1 => String::new(),
@@ -459,8 +471,10 @@ impl Cleaner {
         self.summary.entries += outcome.entries;
         if self.dry_run {
             println!("would remove {}{entries}", path.display());
-        } else {
+        } else if level == msg::Level::Normal {
             msg::info(format_args!("removed {what}{entries}"));
+        } else {
+            msg::verbose(format_args!("removed {what}{entries}"));
         }
         true
     }

@@ -347,6 +347,10 @@ fn clean_dry_run_removes_nothing_then_clean_removes() {
     let out = run(p.synclock(["clean"]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(!quarantine.exists());
+    assert!(!p.exists("repos/gentoo/metadata/timestamp.chk"));
+    // One summary line by default; -v would also list the timestamp.
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("(28 entries)"), "{}", out.stderr); // 1 + 7 + 10 + 10
     let out = run(p.synclock(["clean"]));
     assert!(out.stderr.contains("nothing to clean"), "{}", out.stderr);
 }
