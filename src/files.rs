@@ -49,14 +49,32 @@ pub fn write_atomic(target: &Path, contents: &[u8]) -> io::Result<()> {
         }
         other => other?,
     };
-    let written = file
-        .set_permissions(fs::Permissions::from_mode(0o644))
+    // Readable by all whatever the umask; fchmod only when the umask took
+    // a bit away (on disk it is one more journaled change).
+    let fixed = if umask_spares_0644() {
+        Ok(())
+    } else {
+        file.set_permissions(fs::Permissions::from_mode(0o644))
+    };
+    let written = fixed
         .and_then(|()| file.write_all(contents))
         .and_then(|()| fs::rename(&temp, target));
     if written.is_err() {
         let _ = fs::remove_file(&temp);
     }
     written
+}
+
+/// Whether files created 0644 keep all of it under the process umask.
+fn umask_spares_0644() -> bool {
+    use nix::sys::stat::{Mode, umask};
+    static SPARES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPARES.get_or_init(|| {
+        // umask(2) can only be read by setting it: set and restore at once.
+        let old = umask(Mode::from_bits_truncate(0o022));
+        umask(old);
+        old.bits() & 0o644 == 0
+    })
 }
 
 /// Why a kept file was not read.

@@ -81,13 +81,18 @@ pub fn inspect(
     owner: u32,
     probe: impl FnOnce() -> Option<bool>,
 ) -> Inspection {
-    let entries = procfs::lock_entries(id).unwrap_or_default();
+    let mut entries = procfs::lock_entries(id).unwrap_or_default();
+    let held = entries.holder.is_some() || probe().unwrap_or(false);
+    if held && entries.holder.is_none() {
+        // Taken between the two looks, or hidden from this PID namespace:
+        // a second look tells them apart.
+        entries = procfs::lock_entries(id).unwrap_or_default();
+    }
     let waiters = entries
         .waiters
         .iter()
         .filter_map(|pid| procfs::process(*pid))
         .collect();
-    let held = entries.holder.is_some() || probe().unwrap_or(false);
     let holder = held.then(|| {
         let record = record::read(lockfile, owner);
         match entries.holder {
@@ -168,8 +173,14 @@ fn from_record(record: Option<Record>) -> Holder {
     } else {
         Source::Unknown
     };
+    // A record from our own PID namespace names a PID we could see; one
+    // from another namespace names a PID that means nothing here.
+    let ours = record
+        .as_ref()
+        .is_some_and(|r| r.pid_namespace == procfs::pid_namespace());
+    let pid = record.as_ref().map(|r| r.pid);
     Holder {
-        pid: None,
+        pid: pid.filter(|_| ours),
         command: record
             .as_ref()
             .map(|r| r.command.clone())
@@ -178,7 +189,7 @@ fn from_record(record: Option<Record>) -> Holder {
         host: record.as_ref().map(|r| r.host.clone()),
         since: record.as_ref().map(|r| r.since),
         acquired_by: None,
-        namespace_pid: record.as_ref().map(|r| r.pid),
+        namespace_pid: pid.filter(|_| !ours),
         source,
     }
 }
