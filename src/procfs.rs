@@ -110,12 +110,8 @@ pub fn holds(pid: i32, id: Identity) -> Option<bool> {
 /// own (all sharers of the open file description), from `/proc/*/fdinfo`.
 /// Reading other users' fdinfo needs root; others see only their own.
 pub fn holders(id: Identity) -> Vec<i32> {
-    let Ok(proc_dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids: Vec<i32> = proc_dir
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+    let mut pids: Vec<i32> = pids()
+        .into_iter()
         .filter(|pid| holds(*pid, id) == Some(true))
         .collect();
     pids.sort_unstable();
@@ -182,10 +178,8 @@ pub fn user_of(location: &Path) -> Option<Process> {
     let me = std::process::id() as i32;
     let under =
         |link: std::io::Result<std::path::PathBuf>| link.is_ok_and(|p| p.starts_with(location));
-    fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+    pids()
+        .into_iter()
         .filter(|pid| *pid != me)
         .find(|pid| {
             under(fs::read_link(format!("/proc/{pid}/cwd")))
@@ -193,6 +187,11 @@ pub fn user_of(location: &Path) -> Option<Process> {
                     .is_ok_and(|fds| fds.flatten().any(|fd| under(fs::read_link(fd.path()))))
         })
         .and_then(process)
+}
+
+/// Every PID in /proc.
+pub fn pids() -> Vec<i32> {
+    ProcDir::open().map(|dir| dir.pids()).unwrap_or_default()
 }
 
 /// The direct children of `pid`, if the kernel lists them.
@@ -260,8 +259,7 @@ impl ProcDir {
         use nix::fcntl::{OFlag, openat};
         use nix::sys::stat::Mode;
         use std::os::fd::AsFd;
-        let mut path = itoa_path(pid);
-        path.push_str("/cmdline");
+        let path = format!("{pid}/cmdline");
         let fd = openat(
             self.0.as_fd(),
             path.as_str(),
@@ -271,10 +269,6 @@ impl ProcDir {
         .ok()?;
         nix::unistd::read(&fd, buf).ok()
     }
-}
-
-fn itoa_path(pid: i32) -> String {
-    pid.to_string()
 }
 
 fn ticks(count: u64) -> Duration {

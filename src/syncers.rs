@@ -13,14 +13,14 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use nix::errno::Errno;
 use nix::libc;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::Signal;
 
 use crate::error::Error;
 use crate::procfs::{self, Process};
 use crate::signals::Signals;
+use crate::wait;
 
 /// Programs that are a sync whatever their arguments.
 const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "eix-sync"];
@@ -138,29 +138,14 @@ pub fn wait_gone(
 ) -> Result<Gone, Error> {
     let mut pidfds: Vec<OwnedFd> = syncers.iter().filter_map(pidfd_of).collect();
     while !pidfds.is_empty() {
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(Gone::TimedOut);
-                }
-                PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
-            }
-        };
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok(Gone::TimedOut);
+        }
         let mut fds: Vec<PollFd<'_>> = std::iter::once(signals.fd())
             .chain(pidfds.iter().map(|fd| fd.as_fd()))
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(errno) => {
-                return Err(Error::System {
-                    action: "cannot poll",
-                    errno,
-                });
-            }
-        }
+        wait::poll_until(&mut fds, deadline)?;
         let ready: Vec<bool> = fds
             .iter()
             .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))

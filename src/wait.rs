@@ -97,27 +97,11 @@ pub fn acquire(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let timeout = match wake_at {
-            None => PollTimeout::NONE,
-            Some(wake_at) => {
-                // Round up so we never wake a hair early and spin.
-                let left = wake_at.saturating_duration_since(Instant::now());
-                PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
-            }
-        };
         let mut fds = [
             PollFd::new(wake_read.as_fd(), PollFlags::POLLIN),
             PollFd::new(signals.fd(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(errno) => {
-                return Err(Error::System {
-                    action: "cannot poll",
-                    errno,
-                });
-            }
-        }
+        poll_until(&mut fds, wake_at)?;
         let readable = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
         if readable(&fds[1]) {
             return Ok(Outcome::Interrupted(signals.next()?));
@@ -129,6 +113,26 @@ pub fn acquire(
                 Err(errno) => Err(lock_failed(path, errno)),
             };
         }
+    }
+}
+
+/// Sleeps in poll(2) until one of `fds` is ready, `wake_at` passes, or a
+/// signal interrupts; the kernel does the waiting.
+pub fn poll_until(fds: &mut [PollFd<'_>], wake_at: Option<Instant>) -> Result<(), Error> {
+    let timeout = match wake_at {
+        None => PollTimeout::NONE,
+        Some(wake_at) => {
+            // Round up so we never wake a hair early and spin.
+            let left = wake_at.saturating_duration_since(Instant::now());
+            PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    match poll(fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => Ok(()),
+        Err(errno) => Err(Error::System {
+            action: "cannot poll",
+            errno,
+        }),
     }
 }
 
