@@ -66,8 +66,9 @@ sync-rsync-verify-metamanifest = no
 "
 export PORTAGE_USERNAME=root PORTAGE_GRPNAME=root PORTAGE_CONFIGROOT=$work/config
 export PORTAGE_TMPDIR=$work/tmp SYNCLOCK_LOCKFILE=$lock
-emaint=("$venv/bin/emaint" sync -r proof)
-emerge=("$venv/bin/emerge" --sync proof)
+# Every Portage run is bounded: a hung sync fails the proof instead of CI.
+emaint=(timeout 300 "$venv/bin/emaint" sync -r proof)
+emerge=(timeout 300 "$venv/bin/emerge" --sync proof)
 
 same_as_source() {
   diff -r --exclude=.tmp-unverified-download-quarantine "$src" "$repo" >/dev/null
