@@ -15,7 +15,7 @@ use crate::msg;
 
 /// Command lines remembered at most.
 pub const MAX_ENTRIES: usize = 64;
-const HEADER: &str = "synclock-history 1";
+const HEADER: &str = "synclock-history 2";
 
 /// The last run of one command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,25 +85,30 @@ pub fn remember(lockfile: &Path, owner: u32, run: Run) -> std::io::Result<()> {
     files::write_atomic(&path_for(lockfile), encode(&runs).as_bytes())
 }
 
-fn millis(time: SystemTime) -> u128 {
+/// Times are kept in nanoseconds: `--coalesce` compares a run's end with the
+/// moment a waiter began, and the two can fall in the same millisecond.
+fn nanos(time: SystemTime) -> u128 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_millis()
+        .as_nanos()
 }
 
-fn time_of(millis: &str) -> Option<SystemTime> {
-    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(millis.parse().ok()?))
+fn time_of(nanos: &str) -> Option<SystemTime> {
+    let nanos: u128 = nanos.parse().ok()?;
+    let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
+    let subsec = u32::try_from(nanos % 1_000_000_000).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, subsec))
 }
 
-/// One line a run: `start end code pid` in milliseconds, then the command's
+/// One line a run: `start end code pid` (times in nanoseconds), then the command's
 /// words, all separated by tabs (words escaped).
 fn encode(runs: &[Run]) -> String {
     let mut text = format!("{HEADER}\n");
     for run in runs {
         text.push_str(&format!(
             "{}\t{}\t{}\t{}",
-            millis(run.start),
-            millis(run.end),
+            nanos(run.start),
+            nanos(run.end),
             run.code,
             run.pid
         ));
@@ -154,8 +159,8 @@ mod tests {
     fn run(words: &[&str], code: u8) -> Run {
         Run {
             command: words.iter().map(|w| w.to_string()).collect(),
-            start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_033_600_123),
-            end: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_033_751_456),
+            start: SystemTime::UNIX_EPOCH + Duration::new(1_764_033_600, 123_456_789),
+            end: SystemTime::UNIX_EPOCH + Duration::new(1_764_033_751, 456_000_001),
             code,
             pid: 4242,
         }

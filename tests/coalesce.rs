@@ -144,7 +144,7 @@ fn bad_history_files_are_reported_and_never_fatal() {
     for (what, content) in [
         ("corrupt", &b"\x00\x01garbage\n"[..]),
         ("empty", &b""[..]),
-        ("truncated", &b"synclock-history 1\n123\t45"[..]),
+        ("truncated", &b"synclock-history 2\n123\t45"[..]),
     ] {
         fs::write(&history, content).unwrap();
         let out = run(env.synclock(["--coalesce", "--min-interval", "1h", "--", "echo", what]));
@@ -157,7 +157,7 @@ fn bad_history_files_are_reported_and_never_fatal() {
         );
         let rewritten = fs::read_to_string(&history).unwrap();
         assert!(
-            rewritten.starts_with("synclock-history 1\n"),
+            rewritten.starts_with("synclock-history 2\n"),
             "{what}: history not rewritten"
         );
         fs::remove_file(&history).unwrap();
