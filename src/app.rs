@@ -65,6 +65,8 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     // Reading repos.conf needs no lock: done before waiting, it stays off
     // the hand-off path. A nested run cleans nothing (its parent did).
     let plan = if inherited.is_none() { plan(cli) } else { None };
+    // Everything the holder record says but its time, also before waiting.
+    let record = inherited.is_none().then(|| holder_record(&cli.command));
     let held = match take_lock(cli, &signals, &command_line, inherited)? {
         Ok(held) => held,
         Err(code) => return Ok(code),
@@ -83,8 +85,8 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     {
         return Ok(0);
     }
-    if let Held::Own(fd) = &held {
-        let interrupted = previous_record(path, fd);
+    if let Some(owner) = owner {
+        let interrupted = record::read(path, owner);
         let cleaning = !cli.no_clean;
         let prepared = prepare(
             cli,
@@ -103,8 +105,16 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     let acquired = SystemTime::now();
     // The record goes first: a SIGKILL at any moment after the command
     // starts must leave it behind, as the mark of an interrupted run.
-    let wrote_record =
-        matches!(held, Held::Own(_)) && write_record(path, &cli.command, SystemTime::now());
+    let wrote_record = match record {
+        Some(record) if matches!(held, Held::Own(_)) => write_record(
+            path,
+            Record {
+                since: acquired,
+                ..record
+            },
+        ),
+        _ => false,
+    };
     let child = match child::spawn(&cli.command, held.raw(), path, &signals) {
         Ok(child) => child,
         Err(err) => {
@@ -114,6 +124,8 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
             return Err(err);
         }
     };
+    // Read while the command runs: we hold the lock, nobody else writes it.
+    let earlier_runs = owner.map(|owner| history::read(path, owner));
     let status = child::supervise(child, &signals)?;
     if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
         && !matches!(signal, Signal::SIGINT | Signal::SIGPIPE)
@@ -125,7 +137,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         };
         msg::info(format_args!("{command_line} was killed by {signal}{core}"));
     }
-    if let Some(owner) = owner {
+    if let Some(earlier_runs) = earlier_runs {
         let run = history::Run {
             command: words,
             start: acquired,
@@ -133,7 +145,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
             code: exit::code_of(status),
             pid: std::process::id() as i32,
         };
-        if let Err(err) = history::remember(path, owner, run) {
+        if let Err(err) = history::remember(path, earlier_runs, run) {
             msg::verbose(format_args!(
                 "cannot write history {}: {err}",
                 history::path_for(path).display()
@@ -396,11 +408,11 @@ fn wait_for_outside(
     }
 }
 
-/// Says who holds the lock for those who cannot ask /proc (see `record.rs`);
-/// true when the record was written.
-fn write_record(path: &Path, command: &[std::ffi::OsString], since: SystemTime) -> bool {
+/// The holder record of this process running `command`; its time is set
+/// when the lock is had.
+fn holder_record(command: &[std::ffi::OsString]) -> Record {
     let pid = std::process::id() as i32;
-    let record = Record {
+    Record {
         pid,
         start_ticks: procfs::start_ticks(pid).unwrap_or(0),
         pid_namespace: procfs::pid_namespace(),
@@ -409,8 +421,13 @@ fn write_record(path: &Path, command: &[std::ffi::OsString], since: SystemTime) 
             .iter()
             .map(|w| w.to_string_lossy().into_owned())
             .collect(),
-        since,
-    };
+        since: SystemTime::UNIX_EPOCH,
+    }
+}
+
+/// Says who holds the lock for those who cannot ask /proc (see `record.rs`);
+/// true when the record was written.
+fn write_record(path: &Path, record: Record) -> bool {
     match record::write(path, &record) {
         Ok(()) => true,
         Err(err) => {

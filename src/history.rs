@@ -75,10 +75,11 @@ pub fn last<'a>(runs: &'a [Run], command: &[String]) -> Option<&'a Run> {
     runs.iter().find(|run| run.command == command)
 }
 
-/// Remembers `run` as the last of its command line. Call only while holding
-/// the lock.
-pub fn remember(lockfile: &Path, owner: u32, run: Run) -> std::io::Result<()> {
-    let mut runs = read(lockfile, owner);
+/// Remembers `run` as the last of its command line among `runs`, the
+/// history as [`read`] earlier under the same hold of the lock (nobody else
+/// can have written it since; reading it while the command runs keeps that
+/// off the path between the command's end and the release).
+pub fn remember(lockfile: &Path, mut runs: Vec<Run>, run: Run) -> std::io::Result<()> {
     runs.retain(|old| old.command != run.command);
     runs.insert(0, run);
     runs.truncate(MAX_ENTRIES);
@@ -191,9 +192,9 @@ mod tests {
         let lock = dir.path().join("l");
         let owner = nix::unistd::geteuid().as_raw();
         for i in 0..(MAX_ENTRIES + 5) {
-            remember(&lock, owner, run(&["cmd", &i.to_string()], 0)).unwrap();
+            remember(&lock, read(&lock, owner), run(&["cmd", &i.to_string()], 0)).unwrap();
         }
-        remember(&lock, owner, run(&["cmd", "3"], 7)).unwrap();
+        remember(&lock, read(&lock, owner), run(&["cmd", "3"], 7)).unwrap();
         let runs = read(&lock, owner);
         assert_eq!(runs.len(), MAX_ENTRIES);
         assert_eq!(runs[0].command, ["cmd", "3"]);
