@@ -1,6 +1,6 @@
 //! What synclock does for each command line: the order of lock, run, release.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,8 +38,14 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
 
 /// The lock as this process holds it.
 enum Held {
-    /// Taken by this synclock; closing it releases our hold.
-    Own(OwnedFd),
+    /// Taken by this synclock; closing it releases our hold. `owner` is the
+    /// lockfile's owner, whom the record and history next to it must match.
+    Own {
+        /// The locked descriptor.
+        fd: OwnedFd,
+        /// The lockfile's owner.
+        owner: u32,
+    },
     /// Inherited from an outer synclock on the same lockfile.
     Inherited(RawFd),
 }
@@ -47,7 +53,7 @@ enum Held {
 impl Held {
     fn raw(&self) -> RawFd {
         match self {
-            Held::Own(fd) => fd.as_raw_fd(),
+            Held::Own { fd, .. } => fd.as_raw_fd(),
             Held::Inherited(fd) => *fd,
         }
     }
@@ -72,7 +78,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         Err(code) => return Ok(code),
     };
     let owner = match &held {
-        Held::Own(fd) => nix::sys::stat::fstat(fd.as_fd()).map(|s| s.st_uid).ok(),
+        Held::Own { owner, .. } => Some(*owner),
         Held::Inherited(_) => None,
     };
     let words: Vec<String> = cli
@@ -80,8 +86,15 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         .iter()
         .map(|w| w.to_string_lossy().into_owned())
         .collect();
-    if let Some(owner) = owner
-        && already_done(cli, &words, owner, began)
+    // The history is read once: here when --coalesce or --min-interval ask
+    // for it, else while the command runs (the lock is held throughout).
+    let wants_history = !cli.force && (cli.coalesce || cli.min_interval.is_some());
+    let mut runs = owner
+        .filter(|_| wants_history)
+        .map(|owner| history::read(path, owner));
+    if runs
+        .as_deref()
+        .is_some_and(|runs| already_done(cli, &words, runs, began))
     {
         return Ok(0);
     }
@@ -106,7 +119,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     // The record goes first: a SIGKILL at any moment after the command
     // starts must leave it behind, as the mark of an interrupted run.
     let wrote_record = match record {
-        Some(record) if matches!(held, Held::Own(_)) => write_record(
+        Some(record) if matches!(held, Held::Own { .. }) => write_record(
             path,
             Record {
                 since: acquired,
@@ -125,7 +138,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         }
     };
     // Read while the command runs: we hold the lock, nobody else writes it.
-    let earlier_runs = owner.map(|owner| history::read(path, owner));
+    let earlier_runs = owner.map(|owner| runs.take().unwrap_or_else(|| history::read(path, owner)));
     let status = child::supervise(child, &signals)?;
     if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
         && !matches!(signal, Signal::SIGINT | Signal::SIGPIPE)
@@ -152,7 +165,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
             ));
         }
     }
-    if let Held::Own(fd) = held {
+    if let Held::Own { fd, .. } = held {
         if wrote_record {
             record::remove(path);
         }
@@ -167,13 +180,9 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
 }
 
 /// Whether `--coalesce` or `--min-interval` make running `command` again
-/// pointless; says why when so. Reads the history only when asked to.
-fn already_done(cli: &Cli, command: &[String], owner: u32, began: SystemTime) -> bool {
-    if cli.force || !(cli.coalesce || cli.min_interval.is_some()) {
-        return false;
-    }
-    let runs = history::read(&cli.lockfile, owner);
-    let Some(last) = history::last(&runs, command).filter(|run| run.succeeded()) else {
+/// pointless, given the remembered `runs`; says why when so.
+fn already_done(cli: &Cli, command: &[String], runs: &[history::Run], began: SystemTime) -> bool {
+    let Some(last) = history::last(runs, command).filter(|run| run.succeeded()) else {
         return false;
     };
     let shown = msg::command_line(&cli.command);
@@ -221,7 +230,7 @@ fn run_clean(cli: &Cli, dry_run: bool) -> Result<u8, Error> {
         Err(code) => return Ok(code),
     };
     let interrupted = match &held {
-        Held::Own(fd) => previous_record(&cli.lockfile, fd),
+        Held::Own { owner, .. } => record::read(&cli.lockfile, *owner),
         Held::Inherited(_) => None,
     };
     let summary = match prepare(
@@ -273,7 +282,7 @@ fn take_lock(
         ));
         return Ok(Ok(Held::Inherited(fd)));
     }
-    let (fd, _) = lockfile::open_checked(path)?;
+    let (fd, owner) = lockfile::open_checked(path)?;
     let wait = cli.wait_policy();
     let mut report = WaitReport::new(path, wait);
     let outcome = wait::acquire(fd, path, wait, signals, &mut report);
@@ -285,7 +294,7 @@ fn take_lock(
                 path.display(),
                 msg::duration(waited)
             ));
-            Ok(Ok(Held::Own(fd)))
+            Ok(Ok(Held::Own { fd, owner }))
         }
         Outcome::Busy(waited) => {
             report_conflict(path, wait, waited);
@@ -299,13 +308,6 @@ fn take_lock(
             Ok(Err(exit::signal_code(signal as i32)))
         }
     }
-}
-
-/// The record a previous holder left: it never reached its release, so its
-/// run was interrupted.
-fn previous_record(path: &Path, lock: &OwnedFd) -> Option<Record> {
-    let owner = nix::sys::stat::fstat(lock.as_fd()).ok()?.st_uid;
-    record::read(path, owner)
 }
 
 /// The repositories to clean, from repos.conf and `--repo`; `None` when

@@ -57,16 +57,17 @@ pub fn look_up(path: &Path) -> Result<Option<(Identity, u32)>, Error> {
 
 /// Opens `path` for locking, creating it with mode 0600 when missing, and
 /// refuses anything that is not a private regular file of root or the caller.
-pub fn open_checked(path: &Path) -> Result<(OwnedFd, Identity), Error> {
+/// Returns the descriptor and the lockfile's owner (from the check's fstat).
+pub fn open_checked(path: &Path) -> Result<(OwnedFd, u32), Error> {
     open_inner(path, true)
 }
 
 /// Like [`open_checked`], but never creates the file.
-pub fn open_existing(path: &Path) -> Result<(OwnedFd, Identity), Error> {
+pub fn open_existing(path: &Path) -> Result<(OwnedFd, u32), Error> {
     open_inner(path, false)
 }
 
-fn open_inner(path: &Path, create_missing: bool) -> Result<(OwnedFd, Identity), Error> {
+fn open_inner(path: &Path, create_missing: bool) -> Result<(OwnedFd, u32), Error> {
     let name = path.file_name().ok_or_else(|| {
         unsafe_lockfile(
             path,
@@ -177,7 +178,7 @@ fn symlink_reason() -> String {
 
 /// Checks what was actually opened: a regular file owned by root or the
 /// caller, private to its owner, with one name.
-fn verified(path: &Path, fd: OwnedFd) -> Result<(OwnedFd, Identity), Error> {
+fn verified(path: &Path, fd: OwnedFd) -> Result<(OwnedFd, u32), Error> {
     let stat = fstat(fd.as_fd()).map_err(|errno| os("cannot stat lockfile", path, errno))?;
     check_kind(path, &stat)?;
     let owner = Uid::from_raw(stat.st_uid);
@@ -215,7 +216,7 @@ fn verified(path: &Path, fd: OwnedFd) -> Result<(OwnedFd, Identity), Error> {
             ),
         ));
     }
-    Ok((fd, Identity::of(&stat)))
+    Ok((fd, stat.st_uid))
 }
 
 fn unsafe_lockfile(path: &Path, reason: String) -> Error {
