@@ -101,9 +101,7 @@ pub fn run(plan: &Plan, interrupted: Option<&Record>, dry_run: bool) -> Summary 
         .map(|(_, l)| l.as_path());
     cleaner.webrsync(&plan.tmpdir, gentoo);
     if let Some(record) = interrupted {
-        let located: Vec<(&Repo, PathBuf)> =
-            plan.located.iter().map(|(r, l)| (r, l.clone())).collect();
-        cleaner.interrupted(record, &located);
+        cleaner.interrupted(record, &plan.located);
     }
     cleaner.summary
 }
@@ -400,7 +398,7 @@ impl Cleaner {
 
     /// After an interrupted run: force a full compare of rsync and webrsync
     /// repositories.
-    fn interrupted(&mut self, record: &Record, located: &[(&Repo, PathBuf)]) {
+    fn interrupted(&mut self, record: &Record, located: &[(Repo, PathBuf)]) {
         let since = humantime::format_rfc3339_seconds(record.since);
         msg::info(format_args!(
             "the previous run under this lock (PID {}: {}, started {since}) did not finish; \

@@ -223,8 +223,7 @@ pub fn describe(holder: &Holder) -> String {
     let command = if holder.command.is_empty() {
         String::new()
     } else {
-        let words: Vec<std::ffi::OsString> = holder.command.iter().map(Into::into).collect();
-        format!(" ({})", msg::command_line(&words))
+        format!(" ({})", msg::command_line(&holder.command))
     };
     let mut text = match (holder.pid, holder.namespace_pid, holder.acquired_by) {
         (Some(pid), Some(inner), _) => {

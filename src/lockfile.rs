@@ -39,12 +39,6 @@ impl Identity {
     }
 }
 
-/// The lockfile's identity as it is at `path` now, without following a final
-/// symlink and without opening it (which needs no permission on the file).
-pub fn identity(path: &Path) -> Option<Identity> {
-    lstat(path).ok().map(|stat| Identity::of(&stat))
-}
-
 /// The identity and owner of the file at `path` (not following a final
 /// symlink); `Ok(None)` when there is none.
 pub fn look_up(path: &Path) -> Result<Option<(Identity, u32)>, Error> {

@@ -3,7 +3,7 @@
 //! The verbosity is chosen once, from `-q`/`-v`, and read everywhere through
 //! [`info`] and [`verbose`]; errors are never silenced.
 
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -57,11 +57,11 @@ fn line(args: fmt::Arguments<'_>) {
 
 /// A command line as a user would type it, for messages: words joined by
 /// spaces, a word quoted when it is empty or holds a space or quote.
-pub fn command_line(words: &[OsString]) -> String {
+pub fn command_line<W: AsRef<OsStr>>(words: &[W]) -> String {
     words
         .iter()
         .map(|word| {
-            let word = word.to_string_lossy();
+            let word = word.as_ref().to_string_lossy();
             if word.is_empty() || word.contains([' ', '\t', '\n', '\'', '"']) {
                 format!("'{}'", word.replace('\'', r"'\''"))
             } else {
@@ -85,6 +85,7 @@ pub fn duration(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsString;
     use std::time::Duration;
 
     #[test]

@@ -55,7 +55,8 @@ fn check(fd: RawFd, lockfile: &Path) -> Result<(), String> {
     // it: nothing in this single-threaded start-up closes descriptors.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let opened = fstat(borrowed).map_err(|errno| format!("fstat failed: {}", errno.desc()))?;
-    if lockfile::identity(lockfile) != Some(lockfile::Identity::of(&opened)) {
+    let at_path = lockfile::look_up(lockfile).ok().flatten().map(|(id, _)| id);
+    if at_path != Some(lockfile::Identity::of(&opened)) {
         return Err("it is not the lockfile".into());
     }
     if held_per_fdinfo(fd) == Some(false) {

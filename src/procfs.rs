@@ -129,8 +129,7 @@ fn fdinfo_holds(path: &Path, id: Identity) -> bool {
 
 /// What /proc says about `pid`, or `None` if there is no such process.
 pub fn process(pid: i32) -> Option<Process> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (parent, start_ticks) = parse_stat(&stat)?;
+    let (parent, start_ticks) = read_stat(pid)?;
     let command = fs::read(format!("/proc/{pid}/cmdline"))
         .map(|raw| {
             raw.split(|b| *b == 0)
@@ -150,14 +149,19 @@ pub fn process(pid: i32) -> Option<Process> {
 /// The start time of `pid` in clock ticks since boot (field 22 of stat):
 /// with the PID, it names one process across PID reuse.
 pub fn start_ticks(pid: i32) -> Option<u64> {
+    read_stat(pid).map(|(_, ticks)| ticks)
+}
+
+/// Parent PID and start ticks of `pid`, from one read of `/proc/PID/stat`
+/// (far shorter than the buffer).
+fn read_stat(pid: i32) -> Option<(Option<i32>, u64)> {
     use std::io::Read;
-    // One read: stat is far shorter than the buffer.
     let mut buf = [0u8; 1024];
     let len = fs::File::open(format!("/proc/{pid}/stat"))
         .ok()?
         .read(&mut buf)
         .ok()?;
-    parse_stat(std::str::from_utf8(&buf[..len]).ok()?).map(|(_, ticks)| ticks)
+    parse_stat(std::str::from_utf8(&buf[..len]).ok()?)
 }
 
 /// Parent PID and start ticks from `/proc/PID/stat`. The command name in
