@@ -374,7 +374,11 @@ fn wait_for_outside(
         1 => String::new(),
         n => format!(" and {} more", n - 1),
     };
-    let who = format!("PID {} ({}){more}", first.pid, first.command.join(" "));
+    let who = format!(
+        "PID {} ({}){more}",
+        first.pid,
+        msg::command_line(&first.command)
+    );
     let wait = cli.wait_policy();
     let deadline = match wait {
         Wait::No => {

@@ -374,7 +374,7 @@ impl Cleaner {
                 "left stale git locks in {} alone: PID {} ({}) uses the repository",
                 location.display(),
                 user.pid,
-                user.command.join(" ")
+                msg::command_line(&user.command)
             ));
             return;
         }
@@ -404,7 +404,7 @@ impl Cleaner {
             "the previous run under this lock (PID {}: {}, started {since}) did not finish; \
              forcing a full compare of its rsync and webrsync repositories",
             record.pid,
-            record.command.join(" ")
+            msg::command_line(&record.command)
         ));
         for (repo, location) in located {
             if repo.is("rsync") || repo.is("webrsync") || repo.sync_type.is_none() {

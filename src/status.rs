@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::history::{self, Run};
 use crate::holder::{self, Holder, Inspection};
 use crate::lockfile;
+use crate::msg;
 use crate::procfs::Process;
 
 /// Exit code of `status` for a free lock.
@@ -86,14 +87,14 @@ fn to_text(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
             out,
             "waiting: PID {} ({})",
             waiter.pid,
-            waiter.command.join(" ")
+            msg::command_line(&waiter.command)
         );
     }
     for run in runs {
         let _ = writeln!(
             out,
             "last run: {}: exit {}, {} to {} (PID {})",
-            run.command.join(" "),
+            msg::command_line(&run.command),
             run.code,
             humantime::format_rfc3339_seconds(run.start),
             humantime::format_rfc3339_seconds(run.end),

@@ -203,7 +203,7 @@ fn status_shows_the_last_runs() {
     }
     let text = run(env.synclock(["status"]));
     assert!(
-        text.stdout.contains("last run: sh -c exit 3: exit 3"),
+        text.stdout.contains("last run: sh -c 'exit 3': exit 3"),
         "{}",
         text.stdout
     );
