@@ -1,6 +1,5 @@
 //! Holder inspection: status, the waiting line and the give-up line.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -332,5 +331,4 @@ fn waiting_line_is_redrawn_on_a_terminal() {
         "{:?}",
         out.stdout
     );
-    let _ = std::io::stdout().flush();
 }
