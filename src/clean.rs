@@ -149,7 +149,7 @@ fn location(repo: &Repo) -> Option<PathBuf> {
 struct Cleaner {
     dry_run: bool,
     summary: Summary,
-    /// Looked up (through NSS) only when an owner is neither root nor the
+    /// Looked up (in /etc/passwd) only when an owner is neither root nor the
     /// repository's owner.
     portage_uid: std::cell::OnceCell<Option<u32>>,
 }
@@ -478,7 +478,12 @@ impl Cleaner {
     }
 
     fn owned_by(&self, uid: u32, repo_owner: u32) -> bool {
-        uid == 0 || uid == repo_owner || Some(uid) == *self.portage_uid.get_or_init(portage_uid)
+        uid == 0
+            || uid == repo_owner
+            || Some(uid)
+                == *self
+                    .portage_uid
+                    .get_or_init(|| crate::users::uid_of("portage"))
     }
 
     fn refuse(&mut self, path: &Path, uid: u32) {
@@ -569,13 +574,6 @@ fn head_resolves(git: &Path) -> bool {
 fn tarsync_installed() -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("tarsync").is_file()))
-}
-
-fn portage_uid() -> Option<u32> {
-    nix::unistd::User::from_name("portage")
-        .ok()
-        .flatten()
-        .map(|u| u.uid.as_raw())
 }
 
 /// NFS, SMB/CIFS and FUSE: another host may be syncing there.

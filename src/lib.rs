@@ -26,6 +26,7 @@ mod repos;
 mod signals;
 mod status;
 mod syncers;
+mod users;
 mod wait;
 
 use std::process::ExitCode;

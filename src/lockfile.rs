@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::libc;
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat, lstat};
-use nix::unistd::{Uid, User, geteuid};
+use nix::unistd::{Uid, geteuid};
 
 use crate::error::Error;
 
@@ -177,10 +177,8 @@ fn verified(path: &Path, fd: OwnedFd) -> Result<(OwnedFd, u32), Error> {
     check_kind(path, &stat)?;
     let owner = Uid::from_raw(stat.st_uid);
     if !owner.is_root() && owner != geteuid() {
-        let name = User::from_uid(owner)
-            .ok()
-            .flatten()
-            .map_or_else(String::new, |u| format!(" ({})", u.name));
+        let name = crate::users::name_of(owner.as_raw())
+            .map_or_else(String::new, |name| format!(" ({name})"));
         return Err(unsafe_lockfile(
             path,
             format!(

@@ -51,8 +51,12 @@ pub fn verbose(args: fmt::Arguments<'_>) {
 }
 
 fn line(args: fmt::Arguments<'_>) {
-    // A failing stderr has nowhere to report to; the exit code still tells.
-    let _ = writeln!(std::io::stderr().lock(), "synclock: {args}");
+    // One write(2) a line, so that lines of synclocks sharing a log or a
+    // terminal never interleave (stderr is unbuffered: writeln! would write
+    // each piece). A failing stderr has nowhere to report to; the exit code
+    // still tells.
+    let text = format!("synclock: {args}\n");
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// A command line as a user would type it, for messages: words joined by

@@ -14,8 +14,9 @@ say() { printf 'proof: %s\n' "$*"; }
 die() { printf 'proof: FAILED: %s\n' "$*" >&2; exit 1; }
 
 command -v rsync >/dev/null || die "rsync is needed: apt-get install rsync"
-cargo build --quiet --release --manifest-path "$top/Cargo.toml"
-synclock=$top/target/release/synclock
+# Where cargo put the binary (.cargo/config.toml names the target).
+synclock=$(cargo build --quiet --release --manifest-path "$top/Cargo.toml" --message-format=json |
+  python3 -c 'import json, sys; print(*[m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")])')
 
 # Portage from PyPI, in a venv cached under target/.
 venv=$top/target/portage-venv
