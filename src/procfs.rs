@@ -155,13 +155,7 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
 /// Parent PID and start ticks of `pid`, from one read of `/proc/PID/stat`
 /// (far shorter than the buffer).
 fn read_stat(pid: i32) -> Option<(Option<i32>, u64)> {
-    use std::io::Read;
-    let mut buf = [0u8; 1024];
-    let len = fs::File::open(format!("/proc/{pid}/stat"))
-        .ok()?
-        .read(&mut buf)
-        .ok()?;
-    parse_stat(std::str::from_utf8(&buf[..len]).ok()?)
+    read_head(&format!("/proc/{pid}/stat"), parse_stat)
 }
 
 /// Parent PID and start ticks from `/proc/PID/stat`. The command name in
@@ -174,6 +168,37 @@ fn parse_stat(stat: &str) -> Option<(Option<i32>, u64)> {
     let parent = fields.get(1)?.parse().ok().filter(|p| *p > 0);
     let start = fields.get(19)?.parse().ok()?;
     Some((parent, start))
+}
+
+/// The kernel's own tasks: kthreadd (PID 2) and its children, which are
+/// kernel threads and the kernel's user-mode helpers (modprobe, core-dump
+/// handlers), never a sync. Sorted; empty unless PID 2 here really is
+/// kthreadd (in a container's PID namespace it is an ordinary process).
+pub fn kernel_threads() -> Vec<i32> {
+    /// PF_KTHREAD, in the flags field of /proc/PID/stat.
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    const KTHREADD: i32 = 2;
+    let is_kthreadd = read_head(&format!("/proc/{KTHREADD}/stat"), |stat| {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        // The first field after the name is field 3; flags are field 9.
+        let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
+        Some(stat.contains("(kthreadd)") && flags & PF_KTHREAD != 0)
+    });
+    if is_kthreadd != Some(true) {
+        return Vec::new();
+    }
+    let mut pids = children(KTHREADD);
+    pids.push(KTHREADD);
+    pids.sort_unstable();
+    pids
+}
+
+/// Judges the start of the file at `path` (one read of at most 1 KiB).
+fn read_head<T>(path: &str, judge: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let len = fs::File::open(path).ok()?.read(&mut buf).ok()?;
+    judge(std::str::from_utf8(&buf[..len]).ok()?)
 }
 
 /// A process other than us whose working directory or an open file lies
@@ -329,6 +354,20 @@ mod tests {
     fn stat_with_parentheses_in_the_name() {
         let stat = "123 (a) b (c)) S 45 123 123 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 9876 1 2";
         assert_eq!(parse_stat(stat), Some((Some(45), 9876)));
+    }
+
+    #[test]
+    fn kernel_threads_are_kthreadds_children() {
+        let kernel = kernel_threads();
+        let me = std::process::id() as i32;
+        assert!(!kernel.contains(&me) && !kernel.contains(&1));
+        assert!(kernel.is_empty() || kernel.contains(&2));
+        for pid in kernel.into_iter().filter(|pid| *pid != 2) {
+            // A task that exited meanwhile has no stat any more.
+            if let Some((parent, _)) = read_stat(pid) {
+                assert_eq!(parent, Some(2), "PID {pid}");
+            }
+        }
     }
 
     #[test]

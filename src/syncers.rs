@@ -30,16 +30,20 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 ///
 /// Reading every command line is the cost of this safety check (three
 /// system calls a process), so each is read once into one buffer and judged
-/// without allocating; only matches are read further.
+/// without allocating; only matches are read further. Kernel threads are
+/// not read at all.
 pub fn find(locations: &[PathBuf]) -> Vec<Process> {
     let me = std::process::id() as i32;
     let Ok(proc_dir) = procfs::ProcDir::open() else {
         return Vec::new();
     };
+    // Most of /proc is kernel threads on many machines; they are skipped
+    // without opening anything.
+    let kernel = procfs::kernel_threads();
     let mut buf = [0u8; 4096];
     let mut candidates = Vec::new();
     for pid in proc_dir.pids() {
-        if pid == me {
+        if pid == me || kernel.binary_search(&pid).is_ok() {
             continue;
         }
         let Some(len) = proc_dir.read_cmdline(pid, &mut buf) else {
