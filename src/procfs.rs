@@ -172,19 +172,13 @@ fn parse_stat(stat: &str) -> Option<(Option<i32>, u64)> {
 
 /// The kernel's own tasks: kthreadd (PID 2) and its children, which are
 /// kernel threads and the kernel's user-mode helpers (modprobe, core-dump
-/// handlers), never a sync. Sorted; empty unless PID 2 here really is
-/// kthreadd (in a container's PID namespace it is an ordinary process).
-pub fn kernel_threads() -> Vec<i32> {
-    /// PF_KTHREAD, in the flags field of /proc/PID/stat.
-    const PF_KTHREAD: u64 = 0x0020_0000;
+/// handlers), never a sync. Sorted; empty unless PID 2 here is a kernel
+/// thread (in a container's PID namespace it is an ordinary process).
+pub fn kernel_threads(proc_dir: &ProcDir) -> Vec<i32> {
     const KTHREADD: i32 = 2;
-    let is_kthreadd = read_head(&format!("/proc/{KTHREADD}/stat"), |stat| {
-        let rest = &stat[stat.rfind(')')? + 1..];
-        // The first field after the name is field 3; flags are field 9.
-        let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
-        Some(stat.contains("(kthreadd)") && flags & PF_KTHREAD != 0)
-    });
-    if is_kthreadd != Some(true) {
+    // Only kernel threads and zombies have no executable, and a zombie has
+    // no children: its children were handed to another parent.
+    if proc_dir.executable_name(KTHREADD) != Err(nix::errno::Errno::ENOENT) {
         return Vec::new();
     }
     let mut pids = children(KTHREADD);
@@ -282,6 +276,19 @@ impl ProcDir {
             .collect()
     }
 
+    /// The file name of `pid`'s executable, without a " (deleted)" suffix.
+    /// Fails with ENOENT for kernel threads, zombies and gone processes,
+    /// and with EACCES for processes we may not inspect.
+    pub fn executable_name(&self, pid: i32) -> Result<String, nix::errno::Errno> {
+        use std::os::fd::AsFd;
+        use std::os::unix::ffi::OsStrExt;
+        let target = nix::fcntl::readlinkat(self.0.as_fd(), format!("{pid}/exe").as_str())?;
+        let bytes = target.as_bytes();
+        let bytes = bytes.strip_suffix(b" (deleted)").unwrap_or(bytes);
+        let name = bytes.rsplit(|b| *b == b'/').next().unwrap_or(bytes);
+        Ok(String::from_utf8_lossy(name).into_owned())
+    }
+
     /// Reads the start of `pid`'s command line (NUL-separated words) into
     /// `buf` with one read; returns the length read.
     pub fn read_cmdline(&self, pid: i32, buf: &mut [u8]) -> Option<usize> {
@@ -358,7 +365,7 @@ mod tests {
 
     #[test]
     fn kernel_threads_are_kthreadds_children() {
-        let kernel = kernel_threads();
+        let kernel = kernel_threads(&ProcDir::open().expect("/proc"));
         let me = std::process::id() as i32;
         assert!(!kernel.contains(&me) && !kernel.contains(&1));
         assert!(kernel.is_empty() || kernel.contains(&2));

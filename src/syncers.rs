@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::Signal;
@@ -39,12 +40,20 @@ pub fn find(locations: &[PathBuf]) -> Vec<Process> {
     };
     // Most of /proc is kernel threads on many machines; they are skipped
     // without opening anything.
-    let kernel = procfs::kernel_threads();
+    let kernel = procfs::kernel_threads(&proc_dir);
     let mut buf = [0u8; 4096];
     let mut candidates = Vec::new();
     for pid in proc_dir.pids() {
         if pid == me || kernel.binary_search(&pid).is_ok() {
             continue;
+        }
+        // The executable's name is cheaper to read than the command line
+        // and does not wait for the process's memory map: a program that
+        // is neither an interpreter nor a sync tool cannot be a sync.
+        match proc_dir.executable_name(pid) {
+            Err(Errno::ENOENT | Errno::ESRCH) => continue,
+            Ok(name) if !could_be_sync(&name) => continue,
+            Ok(_) | Err(_) => {}
         }
         let Some(len) = proc_dir.read_cmdline(pid, &mut buf) else {
             continue;
@@ -109,8 +118,20 @@ fn is_sync(pid: i32, words: &[&str], locations: &[PathBuf]) -> bool {
     false
 }
 
+/// Interpreters that may run a sync script; `python*` includes Gentoo's
+/// python-exec wrapper.
 fn is_interpreter(name: &str) -> bool {
-    name.starts_with("python") || ["bash", "sh", "dash"].contains(&name)
+    name.starts_with("python")
+        || name.starts_with("pypy")
+        || ["bash", "sh", "dash", "ash", "busybox", "zsh", "ksh", "mksh"].contains(&name)
+}
+
+/// Whether a process running the executable `name` may be a sync: an
+/// interpreter, or a program [`classify`] looks for.
+fn could_be_sync(name: &str) -> bool {
+    is_interpreter(name)
+        || SYNC_PROGRAMS.contains(&name)
+        || ["emerge", "emaint", "pmaint", "rsync", "git"].contains(&name)
 }
 
 fn works_under(pid: i32, args: &[&str], locations: &[PathBuf]) -> bool {
@@ -226,5 +247,25 @@ mod tests {
         assert!(!sync(&["rsync", "-a", "/home/a", "/home/b"]));
         assert!(!sync(&["vim", "emerge", "--sync"]));
         assert!(!sync(&["less", "/var/db/repos/gentoo/x"]));
+    }
+
+    #[test]
+    fn executables_that_may_be_a_sync() {
+        for name in [
+            "python3.12",
+            "python-exec2c",
+            "pypy3",
+            "bash",
+            "sh",
+            "busybox",
+        ] {
+            assert!(could_be_sync(name), "{name}");
+        }
+        for name in ["rsync", "git", "emerge", "eix-sync", "emerge-webrsync"] {
+            assert!(could_be_sync(name), "{name}");
+        }
+        for name in ["sleep", "synclock", "sshd", "systemd", ""] {
+            assert!(!could_be_sync(name), "{name}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -71,12 +72,16 @@ pub fn acquire(
         action: "cannot create a pipe",
         errno,
     })?;
-    let locker = thread::Builder::new()
+    // The helper leaves its result here before it wakes us; we take it
+    // without joining the helper, whose exit is then off our path.
+    let result: Arc<Mutex<Option<Result<OwnedFd, Errno>>>> = Arc::default();
+    let slot = Arc::clone(&result);
+    thread::Builder::new()
         .name("flock".into())
         .spawn(move || {
-            let result = lock_blocking(fd);
+            let locked = lock_blocking(fd);
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(locked);
             drop(wake_write); // EOF on the pipe wakes the main thread
-            result
         })
         .map_err(|err| Error::System {
             action: "cannot start the waiting thread",
@@ -107,8 +112,8 @@ pub fn acquire(
             return Ok(Outcome::Interrupted(signals.next()?));
         }
         if readable(&fds[0]) {
-            let result = locker.join().unwrap_or(Err(Errno::EIO));
-            return match result {
+            let taken = result.lock().unwrap_or_else(PoisonError::into_inner).take();
+            return match taken.unwrap_or(Err(Errno::EIO)) {
                 Ok(fd) => Ok(Outcome::Acquired(fd, start.elapsed())),
                 Err(errno) => Err(lock_failed(path, errno)),
             };
