@@ -18,13 +18,12 @@ use crate::lockfile;
 use crate::msg;
 use crate::nested;
 use crate::procfs;
-use crate::progress::Progress;
 use crate::record::{self, Record};
 use crate::repos::{self, Repo};
 use crate::signals::Signals;
 use crate::status;
 use crate::syncers::{self, Gone};
-use crate::wait::{self, Observer, Outcome};
+use crate::wait::{self, Outcome};
 
 /// Carries out the parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, Error> {
@@ -284,9 +283,7 @@ fn take_lock(
     }
     let (fd, owner) = lockfile::open_checked(path)?;
     let wait = cli.wait_policy();
-    let mut report = WaitReport::new(path, wait);
-    let outcome = wait::acquire(fd, path, wait, signals, &mut report);
-    report.progress.clear();
+    let outcome = wait::acquire(fd, path, wait, signals, || report_busy(path, wait));
     match outcome? {
         Outcome::Acquired(fd, waited) => {
             msg::verbose(format_args!(
@@ -454,50 +451,21 @@ fn holder_words(path: &Path) -> String {
     holder.map_or_else(|| "another process".to_string(), |h| holder::describe(&h))
 }
 
-/// Reports a busy lock: one line, then the live line on a terminal.
-struct WaitReport<'a> {
-    path: &'a Path,
-    wait: Wait,
-    progress: Progress,
-}
-
-impl<'a> WaitReport<'a> {
-    fn new(path: &'a Path, wait: Wait) -> Self {
-        let limit = match wait {
-            Wait::Upto(limit) => Some(limit),
-            Wait::No | Wait::Forever => None,
-        };
-        WaitReport {
-            path,
-            wait,
-            progress: Progress::new(limit),
-        }
+/// The one line said when the lock is busy and we wait (on a terminal, the
+/// live line follows; see `progress.rs`).
+fn report_busy(path: &Path, wait: Wait) {
+    if !msg::enabled(msg::Level::Normal) {
+        return;
     }
-}
-
-impl Observer for WaitReport<'_> {
-    fn busy(&mut self) {
-        if !msg::enabled(msg::Level::Normal) {
-            return;
-        }
-        let limit = match self.wait {
-            Wait::Upto(limit) => format!("waiting up to {}", msg::duration(limit)),
-            Wait::No | Wait::Forever => "waiting".to_string(),
-        };
-        msg::info(format_args!(
-            "{} is held by {}; {limit}",
-            self.path.display(),
-            holder_words(self.path)
-        ));
-    }
-
-    fn tick_interval(&self) -> Option<Duration> {
-        self.progress.interval()
-    }
-
-    fn tick(&mut self, waited: Duration) {
-        self.progress.draw(waited);
-    }
+    let limit = match wait {
+        Wait::Upto(limit) => format!("waiting up to {}", msg::duration(limit)),
+        Wait::No | Wait::Forever => "waiting".to_string(),
+    };
+    msg::info(format_args!(
+        "{} is held by {}; {limit}",
+        path.display(),
+        holder_words(path)
+    ));
 }
 
 /// The one line said when the lock could not be had.

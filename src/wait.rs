@@ -1,11 +1,14 @@
 //! Taking the lock: try at once, and when it is busy, wait in the kernel.
 //!
-//! The blocking flock(2) runs in a helper thread that reports through a
-//! pipe; the main thread sleeps in poll(2) on that pipe and on the signalfd,
-//! with the remaining `--wait` as timeout. So a waiter wakes the moment the
-//! holder releases (no sleep/retry loop, no CPU while waiting), a timeout is
-//! exact, and INT/TERM/HUP/QUIT end the wait at once. On timeout or signal the
-//! process exits, which abandons the helper's pending flock.
+//! The main thread waits in a blocking flock(2), so when the holder
+//! releases, the kernel wakes the very thread that goes on to run the
+//! command (no hand-over between threads on that path). A watcher thread
+//! sleeps in poll(2) on the signalfd, with the remaining `--wait` as
+//! timeout, and redraws the progress line on a terminal. When the wait must
+//! end (timeout, or INT/TERM/HUP/QUIT), the watcher records why and
+//! interrupts the flock with SIGURG, whose handler does nothing but make
+//! flock return EINTR. No sleep/retry loop runs while waiting and an idle
+//! waiter uses no CPU.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -15,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::pipe2;
 
 use crate::cli::Wait;
 use crate::error::Error;
+use crate::progress::Progress;
 use crate::signals::Signals;
 
 /// How an attempt to take the lock ended.
@@ -33,24 +38,24 @@ pub enum Outcome {
     Interrupted(Signal),
 }
 
-/// What the waiting loop tells its caller about a busy lock.
-pub trait Observer {
-    /// The lock is held by someone else and we are about to wait.
-    fn busy(&mut self);
-    /// How often [`Observer::tick`] wants to be called while waiting.
-    fn tick_interval(&self) -> Option<Duration>;
-    /// Called every `tick_interval` while still waiting.
-    fn tick(&mut self, waited: Duration);
+/// What the watcher and the waiting main thread share.
+struct Watch {
+    /// The main thread has stopped waiting; the watcher must not act.
+    done: bool,
+    /// Why the watcher ended the wait.
+    ended: Option<Outcome>,
+    /// The live line on a terminal.
+    progress: Progress,
 }
 
-/// Takes an exclusive flock on `fd`, waiting as `wait` allows and telling
-/// `observer` about a busy lock.
+/// Takes an exclusive flock on `fd`, waiting as `wait` allows; `busy` is
+/// called once when the lock is held by someone else and we wait.
 pub fn acquire(
     fd: OwnedFd,
     path: &Path,
     wait: Wait,
     signals: &Signals,
-    observer: &mut impl Observer,
+    busy: impl FnOnce(),
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
     let fd = match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
@@ -61,41 +66,87 @@ pub fn acquire(
     if wait == Wait::No {
         return Ok(Outcome::Busy(Duration::ZERO));
     }
-    observer.busy();
-    let interval = observer.tick_interval();
-    let mut next_tick = interval.map(|every| start + every);
-    let deadline = match wait {
-        Wait::Upto(limit) => Some(start + limit),
+    busy();
+    let limit = match wait {
+        Wait::Upto(limit) => Some(limit),
         Wait::No | Wait::Forever => None,
     };
-    let (wake_read, wake_write) = pipe2(OFlag::O_CLOEXEC).map_err(|errno| Error::System {
-        action: "cannot create a pipe",
-        errno,
-    })?;
-    // The helper leaves its result here before it wakes us; we take it
-    // without joining the helper, whose exit is then off our path.
-    let result: Arc<Mutex<Option<Result<OwnedFd, Errno>>>> = Arc::default();
-    let slot = Arc::clone(&result);
-    thread::Builder::new()
-        .name("flock".into())
-        .spawn(move || {
-            let locked = lock_blocking(fd);
-            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(locked);
-            drop(wake_write); // EOF on the pipe wakes the main thread
-        })
-        .map_err(|err| Error::System {
-            action: "cannot start the waiting thread",
-            errno: Errno::from_raw(err.raw_os_error().unwrap_or(0)),
-        })?;
-    loop {
+    let deadline = limit.map(|limit| start + limit);
+    let system = |action| move |errno| Error::System { action, errno };
+    let (stop_read, stop_write) =
+        pipe2(OFlag::O_CLOEXEC).map_err(system("cannot create a pipe"))?;
+    let queue = signals
+        .fd()
+        .try_clone_to_owned()
+        .map_err(|err| Errno::from_raw(err.raw_os_error().unwrap_or(0)))
+        .map_err(system("cannot duplicate the signalfd"))?;
+    let watch = Arc::new(Mutex::new(Watch {
+        done: false,
+        ended: None,
+        progress: Progress::new(limit),
+    }));
+    catch_interrupt(true).map_err(system("cannot install the SIGURG handler"))?;
+    // SAFETY: pthread_self has no preconditions.
+    let waiter = unsafe { libc::pthread_self() };
+    let shared = Arc::clone(&watch);
+    let watcher = thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || watch_wait(&shared, queue, stop_read, start, deadline, waiter));
+    if let Err(err) = watcher {
+        let _ = catch_interrupt(false);
+        return Err(system("cannot start the watcher thread")(Errno::from_raw(
+            err.raw_os_error().unwrap_or(0),
+        )));
+    }
+    let locked = lock_blocking(fd, || lock(&watch).ended.is_some());
+    let ended = {
+        let mut watch = lock(&watch);
+        watch.done = true;
+        watch.progress.clear();
+        watch.ended.take()
+    };
+    drop(stop_write); // the watcher exits; nobody waits for it
+    let _ = catch_interrupt(false);
+    match (ended, locked) {
+        // A lock had just as the wait was ended is dropped: the user asked
+        // to stop, or the time was up.
+        (Some(ended), _) => Ok(ended),
+        (None, Ok(fd)) => Ok(Outcome::Acquired(fd, start.elapsed())),
+        (None, Err(errno)) => Err(lock_failed(path, errno)),
+    }
+}
+
+fn lock(watch: &Mutex<Watch>) -> std::sync::MutexGuard<'_, Watch> {
+    watch.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The watcher: sleeps until the main thread stops waiting (`stop` closes),
+/// a signal ends the wait, or `deadline` passes; redraws the progress line
+/// meanwhile. Having ended the wait, it interrupts the main thread's flock.
+fn watch_wait(
+    watch: &Mutex<Watch>,
+    queue: OwnedFd,
+    stop: OwnedFd,
+    start: Instant,
+    deadline: Option<Instant>,
+    waiter: libc::pthread_t,
+) {
+    let every = lock(watch).progress.interval();
+    let mut next_tick = every.map(|every| start + every);
+    let readable = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+    let ended = loop {
         let now = Instant::now();
         if deadline.is_some_and(|deadline| now >= deadline) {
-            return Ok(Outcome::Busy(start.elapsed()));
+            break Outcome::Busy(start.elapsed());
         }
-        if let (Some(tick), Some(every)) = (next_tick, interval)
+        if let (Some(tick), Some(every)) = (next_tick, every)
             && now >= tick
         {
-            observer.tick(now - start);
+            let mut watch = lock(watch);
+            if watch.done {
+                return;
+            }
+            watch.progress.draw(now - start);
             next_tick = Some(tick + every);
         }
         let wake_at = match (deadline, next_tick) {
@@ -103,22 +154,72 @@ pub fn acquire(
             (a, b) => a.or(b),
         };
         let mut fds = [
-            PollFd::new(wake_read.as_fd(), PollFlags::POLLIN),
-            PollFd::new(signals.fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+            PollFd::new(queue.as_fd(), PollFlags::POLLIN),
         ];
-        poll_until(&mut fds, wake_at)?;
-        let readable = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-        if readable(&fds[1]) {
-            return Ok(Outcome::Interrupted(signals.next()?));
+        if poll_until(&mut fds, wake_at).is_err() || readable(&fds[0]) {
+            return;
         }
-        if readable(&fds[0]) {
-            let taken = result.lock().unwrap_or_else(PoisonError::into_inner).take();
-            return match taken.unwrap_or(Err(Errno::EIO)) {
-                Ok(fd) => Ok(Outcome::Acquired(fd, start.elapsed())),
-                Err(errno) => Err(lock_failed(path, errno)),
-            };
+        if readable(&fds[1])
+            && let Some(signal) = read_signal(&queue)
+            && signal != Signal::SIGCHLD
+        {
+            break Outcome::Interrupted(signal);
         }
+    };
+    {
+        let mut watch = lock(watch);
+        if watch.done {
+            // Too late: the lock is had. A signal goes back to the queue for
+            // the main thread (it is blocked in every thread, so it waits).
+            if let Outcome::Interrupted(signal) = ended {
+                let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
+            }
+            return;
+        }
+        watch.ended = Some(ended);
     }
+    // SIGURG makes the main thread's flock return EINTR. Should it arrive
+    // just before the main thread enters flock, it is sent again until the
+    // main thread stops waiting (closes `stop`): 1 ms, 2 ms, 4 ms ... apart.
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // SAFETY: `waiter` is the main thread, which lives until it has
+        // closed `stop` and is past its wait (we return when it has).
+        unsafe { libc::pthread_kill(waiter, libc::SIGURG) };
+        let mut fds = [PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+        if poll_until(&mut fds, Some(Instant::now() + pause)).is_err() || readable(&fds[0]) {
+            return;
+        }
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Reads one pending signal from a (duplicated) signalfd.
+fn read_signal(queue: &OwnedFd) -> Option<Signal> {
+    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    let len = nix::unistd::read(queue, &mut info).ok()?;
+    // ssi_signo, the first field, is a u32 in native byte order.
+    let number = u32::from_ne_bytes(info.get(..4)?.try_into().ok()?);
+    (len == info.len())
+        .then(|| Signal::try_from(i32::try_from(number).ok()?).ok())
+        .flatten()
+}
+
+extern "C" fn interrupted(_: libc::c_int) {}
+
+/// Installs (or removes) the do-nothing SIGURG handler that lets the
+/// watcher interrupt a blocking flock: without SA_RESTART, flock returns
+/// EINTR. SIGURG is ignored by default, so a stray one changes nothing.
+fn catch_interrupt(on: bool) -> Result<(), Errno> {
+    let handler = if on {
+        SigHandler::Handler(interrupted)
+    } else {
+        SigHandler::SigDfl
+    };
+    let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler does nothing, so it is async-signal-safe.
+    unsafe { sigaction(Signal::SIGURG, &action) }.map(drop)
 }
 
 /// Sleeps in poll(2) until one of `fds` is ready, `wake_at` passes, or a
@@ -141,11 +242,13 @@ pub fn poll_until(fds: &mut [PollFd<'_>], wake_at: Option<Instant>) -> Result<()
     }
 }
 
-/// A blocking exclusive flock, retried when interrupted.
-fn lock_blocking(mut fd: OwnedFd) -> Result<OwnedFd, Errno> {
+/// A blocking exclusive flock, retried when interrupted unless `stop` says
+/// the wait is over (then EINTR).
+fn lock_blocking(mut fd: OwnedFd, stop: impl Fn() -> bool) -> Result<OwnedFd, Errno> {
     loop {
         match Flock::lock(fd, FlockArg::LockExclusive) {
             Ok(guard) => return Ok(keep_locked(guard)),
+            Err((_, Errno::EINTR)) if stop() => return Err(Errno::EINTR),
             Err((back, Errno::EINTR)) => fd = back,
             Err((_, errno)) => return Err(errno),
         }

@@ -14,19 +14,25 @@ def quantile(values, q):
     return values[low] + (values[high] - values[low]) * (pos - low)
 
 
-def hyperfine(path):
-    """median and p99 (ms) of each command in a hyperfine JSON export."""
-    for result in json.load(open(path))["results"]:
-        times = [t * 1000 for t in result["times"]]
-        print(f"{quantile(times, 0.5):.3f} {quantile(times, 0.99):.3f}")
+def alternate(path):
+    """median and p99 (ms) of each command in an `alternate` output."""
+    times = {}
+    for line in open(path):
+        index, nanos = line.split()
+        times.setdefault(int(index), []).append(int(nanos) / 1e6)
+    for index in sorted(times):
+        print(f"{quantile(times[index], 0.5):.3f} {quantile(times[index], 0.99):.3f}")
 
 
-def handoff(path):
-    """Gaps (ms) between one section's end and the next one's start."""
-    spans = sorted(tuple(map(int, line.split())) for line in open(path) if line.strip())
-    gaps = [(b[0] - a[1]) / 1e6 for a, b in zip(spans, spans[1:])]
+def handoff(*paths):
+    """Gaps (ms) between one section's end and the next one's start, within
+    each file (one block of sections) and pooled over the files."""
+    gaps = []
+    for path in paths:
+        spans = sorted(tuple(map(int, line.split())) for line in open(path) if line.strip())
+        gaps += [(b[0] - a[1]) / 1e6 for a, b in zip(spans, spans[1:])]
     overlaps = sum(1 for g in gaps if g < 0)
     print(f"{len(gaps)} {quantile(gaps, 0.5):.3f} {quantile(gaps, 0.99):.3f} {overlaps}")
 
 
-{"hyperfine": hyperfine, "handoff": handoff}[sys.argv[1]](*sys.argv[2:])
+{"alternate": alternate, "handoff": handoff}[sys.argv[1]](*sys.argv[2:])
