@@ -156,10 +156,15 @@ struct Cleaner {
 
 impl Cleaner {
     fn repo(&mut self, repo: &Repo, location: &Path) {
+        let quarantine = location.join(QUARANTINE);
+        let only_quarantine = !repo.sync_rcu && !repo.is("zipfile") && !repo.is("git");
+        if only_quarantine && fs::symlink_metadata(&quarantine).is_err() {
+            // The common case, one lstat: nothing left behind here.
+            return;
+        }
         let Ok(dir) = open_dir(location) else { return };
         let repo_owner = fstat(dir.as_fd()).map(|s| s.st_uid).unwrap_or(0);
         // Row 1: the hardlink quarantine, in any repository.
-        let quarantine = location.join(QUARANTINE);
         if let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(QUARANTINE)) {
             let trusted = self.owned_by(stat.st_uid, repo_owner);
             match kind(&stat) {
