@@ -127,7 +127,7 @@ fn is_interpreter(name: &str) -> bool {
 }
 
 /// Whether a process running the executable `name` may be a sync: an
-/// interpreter, or a program [`classify`] looks for.
+/// interpreter, or a program [`is_sync`] looks for.
 fn could_be_sync(name: &str) -> bool {
     is_interpreter(name)
         || SYNC_PROGRAMS.contains(&name)
