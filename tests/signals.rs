@@ -35,6 +35,35 @@ fn sigint_and_sighup_while_waiting() {
 }
 
 #[test]
+fn a_stray_sigurg_while_waiting_changes_nothing() {
+    // The watcher ends a wait by interrupting flock with SIGURG; one that
+    // comes from elsewhere must only make the waiter block again.
+    let env = TestEnv::new();
+    let mut holder = env.holder();
+    let ran = env.path("ran");
+    let mut waiter =
+        Bg::spawn(env.synclock(["--wait", "1m", "--", "touch", ran.to_str().unwrap()]));
+    waiter.expect_stderr("is held by");
+    let pid = i64::from(waiter.pid.as_raw());
+    let blocked = || {
+        let (_, json) = status_json(&env);
+        let waiters = json["waiters"].as_array()?.clone();
+        waiters.iter().any(|w| w["pid"] == pid).then_some(())
+    };
+    eventually("the waiter blocked in flock", blocked);
+    for _ in 0..3 {
+        waiter.signal(Signal::SIGURG);
+    }
+    eventually("the waiter blocked in flock again", blocked);
+    assert!(!ran.exists(), "the command ran while the lock was held");
+    holder.release();
+    let out = waiter.finish();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(ran.exists());
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
 fn sigterm_while_running_is_forwarded_and_status_returned() {
     let env = TestEnv::new();
     // The command traps TERM and exits 7: synclock must forward the signal
