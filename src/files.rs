@@ -115,7 +115,9 @@ pub fn read_trusted(path: &Path, owner: u32) -> Result<String, Unread> {
             "it is larger than {MAX_SIZE} bytes"
         )));
     }
-    let mut text = String::new();
+    // Sized from fstat, so the whole file comes in one read (and one more
+    // that finds the end).
+    let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
     file.take(MAX_SIZE)
         .read_to_string(&mut text)
         .map_err(|err| Unread::Refused(err.to_string()))?;
