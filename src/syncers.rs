@@ -29,10 +29,11 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 /// Sync processes running outside synclock. `locations` are the
 /// repositories (as written and resolved) under which rsync and git count.
 ///
-/// Reading every command line is the cost of this safety check (three
-/// system calls a process), so each is read once into one buffer and judged
-/// without allocating; only matches are read further. Kernel threads are
-/// not read at all.
+/// Looking at every process is the cost of this safety check, so it is
+/// kept small: kernel threads are skipped without a system call, every
+/// other process costs one readlink of its executable, and only
+/// interpreters and sync tools have their command line read (into one
+/// buffer, judged without allocating); only matches are read further.
 pub fn find(locations: &[PathBuf]) -> Vec<Process> {
     let me = std::process::id() as i32;
     let Ok(proc_dir) = procfs::ProcDir::open() else {
