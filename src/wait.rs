@@ -116,6 +116,8 @@ pub fn acquire(
     }
 }
 
+/// The shared state, also after a panic elsewhere (it stays consistent:
+/// every change is one assignment).
 fn lock(watch: &Mutex<Watch>) -> std::sync::MutexGuard<'_, Watch> {
     watch.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -206,6 +208,7 @@ fn read_signal(queue: &OwnedFd) -> Option<Signal> {
         .flatten()
 }
 
+/// The SIGURG handler: it only has to exist, so that flock returns EINTR.
 extern "C" fn interrupted(_: libc::c_int) {}
 
 /// Installs (or removes) the do-nothing SIGURG handler that lets the
