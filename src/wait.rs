@@ -116,8 +116,8 @@ pub fn acquire(
     }
 }
 
-/// The shared state, also after a panic elsewhere (it stays consistent:
-/// every change is one assignment).
+/// The shared state, even if a thread panicked while holding it: its fields
+/// are plain values, valid at every point.
 fn lock(watch: &Mutex<Watch>) -> std::sync::MutexGuard<'_, Watch> {
     watch.lock().unwrap_or_else(PoisonError::into_inner)
 }
