@@ -26,7 +26,7 @@ use nix::unistd::pipe2;
 use crate::cli::Wait;
 use crate::error::Error;
 use crate::progress::Progress;
-use crate::signals::Signals;
+use crate::signals::{Signals, Watcher};
 
 /// How an attempt to take the lock ended.
 pub enum Outcome {
@@ -75,11 +75,7 @@ pub fn acquire(
     let system = |action| move |errno| Error::System { action, errno };
     let (stop_read, stop_write) =
         pipe2(OFlag::O_CLOEXEC).map_err(system("cannot create a pipe"))?;
-    let queue = signals
-        .fd()
-        .try_clone_to_owned()
-        .map_err(|err| Errno::from_raw(err.raw_os_error().unwrap_or(0)))
-        .map_err(system("cannot duplicate the signalfd"))?;
+    let queue = signals.watcher()?;
     let watch = Arc::new(Mutex::new(Watch {
         done: false,
         ended: None,
@@ -127,7 +123,7 @@ fn lock(watch: &Mutex<Watch>) -> std::sync::MutexGuard<'_, Watch> {
 /// meanwhile. Having ended the wait, it interrupts the main thread's flock.
 fn watch_wait(
     watch: &Mutex<Watch>,
-    queue: OwnedFd,
+    queue: Watcher,
     stop: OwnedFd,
     start: Instant,
     deadline: Option<Instant>,
@@ -136,19 +132,24 @@ fn watch_wait(
     let every = lock(watch).progress.interval();
     let mut next_tick = every.map(|every| start + every);
     let readable = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-    let ended = loop {
+    loop {
         let now = Instant::now();
         if deadline.is_some_and(|deadline| now >= deadline) {
-            break Outcome::Busy(start.elapsed());
+            let mut shared = lock(watch);
+            if shared.done {
+                return;
+            }
+            shared.ended = Some(Outcome::Busy(start.elapsed()));
+            break;
         }
         if let (Some(tick), Some(every)) = (next_tick, every)
             && now >= tick
         {
-            let mut watch = lock(watch);
-            if watch.done {
+            let mut shared = lock(watch);
+            if shared.done {
                 return;
             }
-            watch.progress.draw(now - start);
+            shared.progress.draw(now - start);
             next_tick = Some(tick + every);
         }
         let wake_at = match (deadline, next_tick) {
@@ -157,29 +158,28 @@ fn watch_wait(
         };
         let mut fds = [
             PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-            PollFd::new(queue.as_fd(), PollFlags::POLLIN),
+            PollFd::new(queue.fd(), PollFlags::POLLIN),
         ];
         if poll_until(&mut fds, wake_at).is_err() || readable(&fds[0]) {
             return;
         }
-        if readable(&fds[1])
-            && let Some(signal) = read_signal(&queue)
-            && signal != Signal::SIGCHLD
-        {
-            break Outcome::Interrupted(signal);
+        if !readable(&fds[1]) {
+            continue;
         }
-    };
-    {
-        let mut watch = lock(watch);
-        if watch.done {
-            // Too late: the lock is had. A signal goes back to the queue for
-            // the main thread (it is blocked in every thread, so it waits).
-            if let Outcome::Interrupted(signal) = ended {
-                let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
-            }
+        // Another reader may have taken it meanwhile: the read never blocks.
+        let Some(signal) = queue.take() else { continue };
+        let mut shared = lock(watch);
+        if shared.done {
+            // Too late: the lock is had and the main thread reads the queue
+            // now (SIGCHLD included). The signal goes back to the process
+            // queue; it is blocked in every thread, so it waits there.
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
             return;
         }
-        watch.ended = Some(ended);
+        if signal != Signal::SIGCHLD {
+            shared.ended = Some(Outcome::Interrupted(signal));
+            break;
+        }
     }
     // SIGURG makes the main thread's flock return EINTR. Should it arrive
     // just before the main thread enters flock, it is sent again until the
@@ -195,17 +195,6 @@ fn watch_wait(
         }
         pause = (pause * 2).min(Duration::from_millis(100));
     }
-}
-
-/// Reads one pending signal from a (duplicated) signalfd.
-fn read_signal(queue: &OwnedFd) -> Option<Signal> {
-    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-    let len = nix::unistd::read(queue, &mut info).ok()?;
-    // ssi_signo, the first field, is a u32 in native byte order.
-    let number = u32::from_ne_bytes(info.get(..4)?.try_into().ok()?);
-    (len == info.len())
-        .then(|| Signal::try_from(i32::try_from(number).ok()?).ok())
-        .flatten()
 }
 
 /// The SIGURG handler: it only has to exist, so that flock returns EINTR.
