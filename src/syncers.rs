@@ -108,15 +108,38 @@ fn is_sync(pid: i32, words: &[&str], locations: &[PathBuf]) -> bool {
     let interpreted = is_interpreter(basename(words[0]));
     let candidates = if interpreted { 3 } else { 1 };
     for (i, word) in words.iter().enumerate().take(candidates) {
-        match basename(word) {
-            "emerge" if followed_by(i, "--sync") => return true,
-            "emaint" | "pmaint" if followed_by(i, "sync") => return true,
-            name if SYNC_PROGRAMS.contains(&name) => return true,
-            "rsync" | "git" => return works_under(pid, &words[i + 1..], locations),
+        match program(basename(word)) {
+            Some(Program::Emerge) if followed_by(i, "--sync") => return true,
+            Some(Program::Maint) if followed_by(i, "sync") => return true,
+            Some(Program::Sync) => return true,
+            Some(Program::Tool) => return works_under(pid, &words[i + 1..], locations),
             _ => {}
         }
     }
     false
+}
+
+/// The programs [`is_sync`] knows by name.
+enum Program {
+    /// `emerge`: a sync with `--sync`.
+    Emerge,
+    /// `emaint` or `pmaint`: a sync with the `sync` command.
+    Maint,
+    /// A sync whatever its arguments.
+    Sync,
+    /// rsync or git: a sync when working under a repository.
+    Tool,
+}
+
+/// What `name` is to [`is_sync`], if it knows it.
+fn program(name: &str) -> Option<Program> {
+    match name {
+        "emerge" => Some(Program::Emerge),
+        "emaint" | "pmaint" => Some(Program::Maint),
+        "rsync" | "git" => Some(Program::Tool),
+        name if SYNC_PROGRAMS.contains(&name) => Some(Program::Sync),
+        _ => None,
+    }
 }
 
 /// Interpreters that may run a sync script; `python*` includes Gentoo's
@@ -130,9 +153,7 @@ fn is_interpreter(name: &str) -> bool {
 /// Whether a process running the executable `name` may be a sync: an
 /// interpreter, or a program [`is_sync`] looks for.
 fn could_be_sync(name: &str) -> bool {
-    is_interpreter(name)
-        || SYNC_PROGRAMS.contains(&name)
-        || ["emerge", "emaint", "pmaint", "rsync", "git"].contains(&name)
+    is_interpreter(name) || program(name).is_some()
 }
 
 fn works_under(pid: i32, args: &[&str], locations: &[PathBuf]) -> bool {
