@@ -70,8 +70,13 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     // Reading repos.conf needs no lock: done before waiting, it stays off
     // the hand-off path. A nested run cleans nothing (its parent did).
     let plan = if inherited.is_none() { plan(cli) } else { None };
+    let words: Vec<String> = cli
+        .command
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
     // Everything the holder record says but its time, also before waiting.
-    let record = inherited.is_none().then(|| holder_record(&cli.command));
+    let record = inherited.is_none().then(|| holder_record(&words));
     let held = match take_lock(cli, &signals, &command_line, inherited)? {
         Ok(held) => held,
         Err(code) => return Ok(code),
@@ -80,11 +85,6 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         Held::Own { owner, .. } => Some(*owner),
         Held::Inherited(_) => None,
     };
-    let words: Vec<String> = cli
-        .command
-        .iter()
-        .map(|w| w.to_string_lossy().into_owned())
-        .collect();
     // The history is read once: here when --coalesce or --min-interval ask
     // for it, else while the command runs (the lock is held throughout).
     let wants_history = !cli.force && (cli.coalesce || cli.min_interval.is_some());
@@ -413,17 +413,14 @@ fn wait_for_outside(
 
 /// The holder record of this process running `command`; its time is set
 /// when the lock is had.
-fn holder_record(command: &[std::ffi::OsString]) -> Record {
+fn holder_record(command: &[String]) -> Record {
     let pid = std::process::id() as i32;
     Record {
         pid,
         start_ticks: procfs::start_ticks(pid).unwrap_or(0),
         pid_namespace: procfs::pid_namespace(),
         host: holder::local_host(),
-        command: command
-            .iter()
-            .map(|w| w.to_string_lossy().into_owned())
-            .collect(),
+        command: command.to_vec(),
         since: SystemTime::UNIX_EPOCH,
     }
 }
