@@ -583,8 +583,12 @@ fn tarsync_installed() -> bool {
 
 /// NFS, SMB/CIFS and FUSE: another host may be syncing there.
 fn is_remote(dir: BorrowedFd<'_>) -> bool {
-    const REMOTE: [i64; 4] = [0x6969, 0xFF53_4D42, 0xFE53_4D42, 0x6573_5546];
-    nix::sys::statfs::fstatfs(dir).is_ok_and(|fs| REMOTE.contains(&{ fs.filesystem_type().0 }))
+    const REMOTE: [u64; 4] = [0x6969, 0xFF53_4D42, 0xFE53_4D42, 0x6573_5546];
+    // f_type is signed with glibc and unsigned with musl; the magic numbers
+    // are positive either way.
+    #[allow(clippy::unnecessary_cast)]
+    let remote = |fs: nix::sys::statfs::Statfs| REMOTE.contains(&(fs.filesystem_type().0 as u64));
+    nix::sys::statfs::fstatfs(dir).is_ok_and(remote)
 }
 
 /// `41230` as `41,230`.

@@ -82,8 +82,7 @@ pub fn acquire(
         progress: Progress::new(limit),
     }));
     catch_interrupt(true).map_err(system("cannot install the SIGURG handler"))?;
-    // SAFETY: pthread_self has no preconditions.
-    let waiter = unsafe { libc::pthread_self() };
+    let waiter = nix::unistd::gettid();
     let shared = Arc::clone(&watch);
     let watcher = thread::Builder::new()
         .name("watch".into())
@@ -127,7 +126,7 @@ fn watch_wait(
     stop: OwnedFd,
     start: Instant,
     deadline: Option<Instant>,
-    waiter: libc::pthread_t,
+    waiter: nix::unistd::Pid,
 ) {
     let every = lock(watch).progress.interval();
     let mut next_tick = every.map(|every| start + every);
@@ -186,9 +185,18 @@ fn watch_wait(
     // main thread stops waiting (closes `stop`): 1 ms, 2 ms, 4 ms ... apart.
     let mut pause = Duration::from_millis(1);
     loop {
-        // SAFETY: `waiter` is the main thread, which lives until it has
-        // closed `stop` and is past its wait (we return when it has).
-        unsafe { libc::pthread_kill(waiter, libc::SIGURG) };
+        // SAFETY: tgkill takes plain numbers. `waiter` is the waiting
+        // thread of this process, which lives until it has closed `stop`
+        // and is past its wait (we return when it has), so its TID cannot
+        // name another thread meanwhile.
+        unsafe {
+            libc::syscall(
+                libc::SYS_tgkill,
+                nix::unistd::getpid().as_raw(),
+                waiter.as_raw(),
+                libc::SIGURG,
+            )
+        };
         let mut fds = [PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
         if poll_until(&mut fds, Some(Instant::now() + pause)).is_err() || readable(&fds[0]) {
             return;
