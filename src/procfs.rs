@@ -219,13 +219,21 @@ pub fn pids() -> Vec<i32> {
 
 /// The direct children of `pid`, if the kernel lists them.
 pub fn children(pid: i32) -> Vec<i32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    use std::io::Read;
+    // The file claims size 0, so `fs::read_to_string` would stat it and
+    // then probe with reads of 32, 32, 64... bytes, the kernel walking the
+    // list of children again for each. Reading through `take` into room for
+    // a few hundred PIDs makes it one read (and one that finds the end).
+    let mut text = String::with_capacity(4096);
+    let read = fs::File::open(format!("/proc/{pid}/task/{pid}/children"))
+        .and_then(|file| file.take(u64::MAX).read_to_string(&mut text));
+    match read {
+        Ok(_) => text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The inode of our PID namespace: two processes see the same PIDs when
