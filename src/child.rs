@@ -13,7 +13,7 @@
 //! faults, which is most of the cost of starting a command on a VM. The spawn
 //! attributes give the child synclock's original signal mask (the handled
 //! signals are blocked in synclock itself), SIGPIPE back at its default
-//! (Rust's runtime ignores it), and the lock descriptor without close-on-exec
+//! (synclock ignores it, see `start.rs`), and the lock descriptor without close-on-exec
 //! (a dup2 of the descriptor onto itself).
 
 use std::ffi::{CString, OsString};

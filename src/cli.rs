@@ -159,10 +159,11 @@ impl Cli {
     }
 }
 
-/// Parses the command line. Help and version go to stdout (exit 0); a usage
-/// error becomes one `synclock:` line on stderr and exit code 2.
-pub fn parse() -> Result<Cli, u8> {
-    Cli::try_parse().map_err(|err| {
+/// Parses the command line `args` (the program name first). Help and
+/// version go to stdout (exit 0); a usage error becomes one `synclock:` line
+/// on stderr and exit code 2.
+pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli, u8> {
+    Cli::try_parse_from(args).map_err(|err| {
         use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
         if matches!(err.kind(), DisplayHelp | DisplayVersion) {
             let _ = err.print();

@@ -12,4 +12,5 @@ mod locking;
 mod nesting;
 mod shims;
 mod signals;
+mod startup;
 mod stress;
