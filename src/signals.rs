@@ -3,11 +3,10 @@
 //! The signals synclock cares about are blocked in the main thread before any
 //! other thread exists (threads inherit the mask), so they stay pending in
 //! the process's queue, which the supervising loops read through a signalfd
-//! when the kernel says so (and, while the main thread is blocked in flock,
-//! the watcher thread through a second, non-blocking one). No handler code
-//! runs in signal context, and a SIGCHLD that arrives before we look stays
-//! pending: no lost wake-ups. The child gets the original mask back before
-//! exec (see `child.rs`).
+//! when the kernel says so. No handler code runs in signal context (but
+//! while waiting for the lock, see `wait.rs`), and a SIGCHLD that arrives
+//! before we look stays pending: no lost wake-ups. The child gets the
+//! original mask back before exec (see `child.rs`).
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -63,18 +62,6 @@ impl Signals {
         self.queue.as_fd()
     }
 
-    /// A second reader of the same queue that never blocks, for the thread
-    /// that watches a wait: each signal is read by one reader only.
-    pub fn watcher(&self) -> Result<Watcher, Error> {
-        let handled: SigSet = HANDLED.into_iter().collect();
-        SignalFd::with_flags(&handled, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map(Watcher)
-            .map_err(|errno| Error::System {
-                action: "cannot create a signalfd",
-                errno,
-            })
-    }
-
     /// Waits for the next handled signal and returns it.
     pub fn next(&self) -> Result<Signal, Error> {
         loop {
@@ -94,21 +81,5 @@ impl Signals {
                 }
             }
         }
-    }
-}
-
-/// A non-blocking reader of the signal queue (see [`Signals::watcher`]).
-pub struct Watcher(SignalFd);
-
-impl Watcher {
-    /// The descriptor that becomes readable when a signal is pending.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-
-    /// Takes the next pending handled signal, if one is there.
-    pub fn take(&self) -> Option<Signal> {
-        let info = self.0.read_signal().ok()??;
-        Signal::try_from(i32::try_from(info.ssi_signo).ok()?).ok()
     }
 }

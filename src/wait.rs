@@ -1,32 +1,44 @@
 //! Taking the lock: try at once, and when it is busy, wait in the kernel.
 //!
-//! The main thread waits in a blocking flock(2), so when the holder
-//! releases, the kernel wakes the very thread that goes on to run the
-//! command (no hand-over between threads on that path). A watcher thread
-//! sleeps in poll(2) on the signalfd, with the remaining `--wait` as
-//! timeout, and redraws the progress line on a terminal. When the wait must
-//! end (timeout, or INT/TERM/HUP/QUIT), the watcher records why and
-//! interrupts the flock with SIGURG, whose handler does nothing but make
-//! flock return EINTR. No sleep/retry loop runs while waiting and an idle
-//! waiter uses no CPU.
+//! synclock waits in a blocking flock(2) on its only thread, so when the
+//! holder releases, the kernel wakes the thread that goes on to run the
+//! command. What must end the wait early reaches that flock as a signal,
+//! through handlers installed for the wait only and without SA_RESTART, so
+//! that flock returns EINTR and the loop looks at why:
+//!
+//! - INT, TERM, HUP and QUIT (blocked at all other times and read from the
+//!   signalfd, see `signals.rs`) are unblocked; their handler notes which
+//!   one came. One that synclock inherited as ignored stays ignored.
+//! - A POSIX timer sends SIGURG at the `--wait` deadline, and once a second
+//!   on a terminal to redraw the progress line. SIGURG's handler does
+//!   nothing; SIGURG is ignored by default, so a stray one changes nothing.
+//!
+//! A signal can land after the loop last looked and just before flock is
+//! entered, and flock would sleep through it. So the timer repeats every
+//! [`RETRY`] after it fires, and the INT/TERM/HUP/QUIT handler arms it to
+//! fire within [`RETRY`]: a late signal delays the end of the wait by at
+//! most that. With no deadline and no terminal the timer is never armed:
+//! an idle waiter takes no wake-ups and uses no CPU. Doing this without a
+//! second thread saves a waiting run about 0.2 ms of CPU (the thread's
+//! stack, its start and its exit, measured), which counts when sixteen
+//! syncs queue for the lock.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-use nix::unistd::pipe2;
+use nix::poll::{PollFd, PollTimeout, poll};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigEvent, SigHandler, SigSet, SigevNotify, Signal, sigaction,
+};
 
 use crate::cli::Wait;
 use crate::error::Error;
 use crate::progress::Progress;
-use crate::signals::{Signals, Watcher};
 
 /// How an attempt to take the lock ended.
 pub enum Outcome {
@@ -38,23 +50,33 @@ pub enum Outcome {
     Interrupted(Signal),
 }
 
-/// What the watcher and the waiting main thread share.
-struct Watch {
-    /// The main thread has stopped waiting; the watcher must not act.
-    done: bool,
-    /// Why the watcher ended the wait.
-    ended: Option<Outcome>,
-    /// The live line on a terminal.
-    progress: Progress,
-}
+/// The signals that end a wait.
+const ENDING: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// The signal that interrupts flock: ignored by default.
+const INTERRUPT: Signal = Signal::SIGURG;
+
+/// How soon the timer fires again after firing, and after an ending signal.
+const RETRY: Duration = Duration::from_millis(2);
+
+/// The ending signal that came during the wait (0: none yet).
+static ENDED_BY: AtomicI32 = AtomicI32::new(0);
+
+/// The wait's timer, for the signal handler to arm.
+static TIMER: AtomicPtr<libc::c_void> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Takes an exclusive flock on `fd`, waiting as `wait` allows; `busy` is
-/// called once when the lock is held by someone else and we wait.
+/// called once when the lock is held by someone else and we wait. Call only
+/// while this is the process's one thread.
 pub fn acquire(
     fd: OwnedFd,
     path: &Path,
     wait: Wait,
-    signals: &Signals,
     busy: impl FnOnce(),
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
@@ -63,163 +85,202 @@ pub fn acquire(
         Err((fd, Errno::EWOULDBLOCK)) => fd,
         Err((_, errno)) => return Err(lock_failed(path, errno)),
     };
-    if wait == Wait::No {
-        return Ok(Outcome::Busy(Duration::ZERO));
-    }
-    busy();
     let limit = match wait {
+        Wait::No => return Ok(Outcome::Busy(Duration::ZERO)),
         Wait::Upto(limit) => Some(limit),
-        Wait::No | Wait::Forever => None,
+        Wait::Forever => None,
     };
+    busy();
+    let mut progress = Progress::new(limit);
     let deadline = limit.map(|limit| start + limit);
-    let system = |action| move |errno| Error::System { action, errno };
-    let (stop_read, stop_write) =
-        pipe2(OFlag::O_CLOEXEC).map_err(system("cannot create a pipe"))?;
-    let queue = signals.watcher()?;
-    let watch = Arc::new(Mutex::new(Watch {
-        done: false,
-        ended: None,
-        progress: Progress::new(limit),
-    }));
-    catch_interrupt(true).map_err(system("cannot install the SIGURG handler"))?;
-    let waiter = nix::unistd::gettid();
-    let shared = Arc::clone(&watch);
-    let watcher = thread::Builder::new()
-        .name("watch".into())
-        .spawn(move || watch_wait(&shared, queue, stop_read, start, deadline, waiter));
-    if let Err(err) = watcher {
-        let _ = catch_interrupt(false);
-        return Err(system("cannot start the watcher thread")(Errno::from_raw(
-            err.raw_os_error().unwrap_or(0),
-        )));
-    }
-    let locked = lock_blocking(fd, || lock(&watch).ended.is_some());
-    let ended = {
-        let mut watch = lock(&watch);
-        watch.done = true;
-        watch.progress.clear();
-        watch.ended.take()
-    };
-    drop(stop_write); // the watcher exits; nobody waits for it
-    let _ = catch_interrupt(false);
+    let waiting = Waiting::begin()?;
+    let locked = wait_blocking(fd, start, deadline, &mut progress);
+    let ended = waiting.end();
+    progress.clear();
     match (ended, locked) {
-        // A lock had just as the wait was ended is dropped: the user asked
-        // to stop, or the time was up.
-        (Some(ended), _) => Ok(ended),
-        (None, Ok(fd)) => Ok(Outcome::Acquired(fd, start.elapsed())),
+        // A lock had just as a signal came is dropped: the user asked to stop.
+        (Some(signal), _) => Ok(Outcome::Interrupted(signal)),
+        (None, Ok(Some(fd))) => Ok(Outcome::Acquired(fd, start.elapsed())),
+        (None, Ok(None)) => Ok(Outcome::Busy(start.elapsed())),
         (None, Err(errno)) => Err(lock_failed(path, errno)),
     }
 }
 
-/// The shared state, even if a thread panicked while holding it: its fields
-/// are plain values, valid at every point.
-fn lock(watch: &Mutex<Watch>) -> std::sync::MutexGuard<'_, Watch> {
-    watch.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The watcher: sleeps until the main thread stops waiting (`stop` closes),
-/// a signal ends the wait, or `deadline` passes; redraws the progress line
-/// meanwhile. Having ended the wait, it interrupts the main thread's flock.
-fn watch_wait(
-    watch: &Mutex<Watch>,
-    queue: Watcher,
-    stop: OwnedFd,
+/// The blocking flock, taken again after each interruption until the lock
+/// is had (`Some`), the deadline passes (`None`) or an ending signal came
+/// (`None`; [`Waiting::end`] says which).
+fn wait_blocking(
+    mut fd: OwnedFd,
     start: Instant,
     deadline: Option<Instant>,
-    waiter: nix::unistd::Pid,
-) {
-    let every = lock(watch).progress.interval();
+    progress: &mut Progress,
+) -> Result<Option<OwnedFd>, Errno> {
+    let every = progress.interval();
     let mut next_tick = every.map(|every| start + every);
-    let readable = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
     loop {
         let now = Instant::now();
-        if deadline.is_some_and(|deadline| now >= deadline) {
-            let mut shared = lock(watch);
-            if shared.done {
-                return;
-            }
-            shared.ended = Some(Outcome::Busy(start.elapsed()));
-            break;
+        if ENDED_BY.load(Ordering::SeqCst) != 0 || deadline.is_some_and(|d| now >= d) {
+            return Ok(None);
         }
         if let (Some(tick), Some(every)) = (next_tick, every)
             && now >= tick
         {
-            let mut shared = lock(watch);
-            if shared.done {
-                return;
-            }
-            shared.progress.draw(now - start);
+            progress.draw(now - start);
             next_tick = Some(tick + every);
         }
         let wake_at = match (deadline, next_tick) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let mut fds = [
-            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-            PollFd::new(queue.fd(), PollFlags::POLLIN),
-        ];
-        if poll_until(&mut fds, wake_at).is_err() || readable(&fds[0]) {
-            return;
+        if let Some(wake_at) = wake_at {
+            arm(wake_at
+                .saturating_duration_since(now)
+                .max(Duration::from_micros(1)))?;
         }
-        if !readable(&fds[1]) {
-            continue;
+        // Arming above may have replaced the arming of a handler that ran
+        // meanwhile; the signal it noted is seen here instead.
+        if ENDED_BY.load(Ordering::SeqCst) != 0 {
+            return Ok(None);
         }
-        // Another reader may have taken it meanwhile: the read never blocks.
-        let Some(signal) = queue.take() else { continue };
-        let mut shared = lock(watch);
-        if shared.done {
-            // Too late: the lock is had and the main thread reads the queue
-            // now (SIGCHLD included). The signal goes back to the process
-            // queue; it is blocked in every thread, so it waits there.
-            let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
-            return;
+        match Flock::lock(fd, FlockArg::LockExclusive) {
+            Ok(guard) => return Ok(Some(keep_locked(guard))),
+            Err((back, Errno::EINTR)) => fd = back,
+            Err((_, errno)) => return Err(errno),
         }
-        if signal != Signal::SIGCHLD {
-            shared.ended = Some(Outcome::Interrupted(signal));
-            break;
-        }
-    }
-    // SIGURG makes the main thread's flock return EINTR. Should it arrive
-    // just before the main thread enters flock, it is sent again until the
-    // main thread stops waiting (closes `stop`): 1 ms, 2 ms, 4 ms ... apart.
-    let mut pause = Duration::from_millis(1);
-    loop {
-        // SAFETY: tgkill takes plain numbers. `waiter` is the waiting
-        // thread of this process, which lives until it has closed `stop`
-        // and is past its wait (we return when it has), so its TID cannot
-        // name another thread meanwhile.
-        unsafe {
-            libc::syscall(
-                libc::SYS_tgkill,
-                nix::unistd::getpid().as_raw(),
-                waiter.as_raw(),
-                libc::SIGURG,
-            )
-        };
-        let mut fds = [PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
-        if poll_until(&mut fds, Some(Instant::now() + pause)).is_err() || readable(&fds[0]) {
-            return;
-        }
-        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 
-/// The SIGURG handler: it only has to exist, so that flock returns EINTR.
+/// The wait's signal handlers, mask and timer; [`Waiting::end`] puts back
+/// what was there before.
+struct Waiting {
+    /// The ending signals we installed a handler for, with what they had.
+    handled: Vec<(Signal, SigAction)>,
+    /// SIGURG's action before the wait.
+    interrupt: SigAction,
+}
+
+impl Waiting {
+    /// Creates the timer, installs the handlers and unblocks the ending
+    /// signals (one that is already pending is noted at once).
+    fn begin() -> Result<Self, Error> {
+        let system = |action| move |errno| Error::System { action, errno };
+        ENDED_BY.store(0, Ordering::SeqCst);
+        create_timer().map_err(system("cannot create a timer"))?;
+        let quiet = SigAction::new(
+            SigHandler::Handler(interrupted),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        let interrupt = match unsafe { sigaction(INTERRUPT, &quiet) } {
+            Ok(old) => old,
+            Err(errno) => {
+                delete_timer();
+                return Err(system("cannot install the SIGURG handler")(errno));
+            }
+        };
+        let mut waiting = Waiting {
+            handled: Vec::new(),
+            interrupt,
+        };
+        let noting = SigAction::new(SigHandler::Handler(note), SaFlags::empty(), SigSet::empty());
+        for signal in ENDING {
+            // SAFETY: the handler only stores to an atomic and arms the
+            // timer (timer_settime is async-signal-safe).
+            match unsafe { sigaction(signal, &noting) } {
+                // Inherited as ignored (nohup, a background job): keep it so.
+                // SAFETY: puts back the action the kernel just returned.
+                Ok(old) if matches!(old.handler(), SigHandler::SigIgn) => unsafe {
+                    let _ = sigaction(signal, &old);
+                },
+                Ok(old) => waiting.handled.push((signal, old)),
+                Err(errno) => {
+                    waiting.end();
+                    return Err(system("cannot install a signal handler")(errno));
+                }
+            }
+        }
+        let unblock: SigSet = waiting.handled.iter().map(|(signal, _)| *signal).collect();
+        if let Err(errno) = unblock.thread_unblock() {
+            waiting.end();
+            return Err(system("cannot unblock signals")(errno));
+        }
+        Ok(waiting)
+    }
+
+    /// Blocks the ending signals again (later ones queue for the signalfd),
+    /// deletes the timer, puts the old actions back, and says which ending
+    /// signal came during the wait, if one did.
+    fn end(self) -> Option<Signal> {
+        let block: SigSet = ENDING.into_iter().collect();
+        let _ = block.thread_block();
+        delete_timer();
+        // SAFETY: each restores the action the kernel returned earlier.
+        // Back at SIG_DFL, SIGURG is ignored, and a pending one discarded.
+        unsafe {
+            for (signal, old) in &self.handled {
+                let _ = sigaction(*signal, old);
+            }
+            let _ = sigaction(INTERRUPT, &self.interrupt);
+        }
+        Signal::try_from(ENDED_BY.swap(0, Ordering::SeqCst)).ok()
+    }
+}
+
+/// SIGURG's handler: it only has to exist, so that flock returns EINTR.
 extern "C" fn interrupted(_: libc::c_int) {}
 
-/// Installs (or removes) the do-nothing SIGURG handler that lets the
-/// watcher interrupt a blocking flock: without SA_RESTART, flock returns
-/// EINTR. SIGURG is ignored by default, so a stray one changes nothing.
-fn catch_interrupt(on: bool) -> Result<(), Errno> {
-    let handler = if on {
-        SigHandler::Handler(interrupted)
-    } else {
-        SigHandler::SigDfl
+/// The ending signals' handler: notes the signal, and makes sure flock is
+/// interrupted soon even if it is entered only after this ran.
+extern "C" fn note(signal: libc::c_int) {
+    ENDED_BY.store(signal, Ordering::SeqCst);
+    let _ = arm(RETRY);
+}
+
+/// Creates the wait's timer, which sends [`INTERRUPT`] to this process.
+fn create_timer() -> Result<(), Errno> {
+    let mut event = SigEvent::new(SigevNotify::SigevSignal {
+        signal: INTERRUPT,
+        si_value: 0,
+    })
+    .sigevent();
+    let mut timer: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: both pointers are to live locals; the kernel fills `timer`.
+    let made = unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) };
+    Errno::result(made)?;
+    TIMER.store(timer, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Sets the timer to fire after `after`, then every [`RETRY`].
+fn arm(after: Duration) -> Result<(), Errno> {
+    let spec = |d: Duration| *nix::sys::time::TimeSpec::from_duration(d).as_ref();
+    let value = libc::itimerspec {
+        it_value: spec(after),
+        it_interval: spec(RETRY),
     };
-    let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
-    // SAFETY: the handler does nothing, so it is async-signal-safe.
-    unsafe { sigaction(Signal::SIGURG, &action) }.map(drop)
+    // SAFETY: the timer was created by `create_timer` and is deleted only
+    // after the handlers are gone; `value` is a live local. timer_settime
+    // is async-signal-safe, so the ending signals' handler may call this.
+    let set = unsafe {
+        libc::timer_settime(
+            TIMER.load(Ordering::SeqCst),
+            0,
+            &value,
+            std::ptr::null_mut(),
+        )
+    };
+    Errno::result(set).map(drop)
+}
+
+/// Deletes the wait's timer, if there is one.
+fn delete_timer() {
+    let timer = TIMER.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if !timer.is_null() {
+        // SAFETY: `timer` came from timer_create and is deleted once (the
+        // swap leaves null behind, which is never passed on).
+        unsafe { libc::timer_delete(timer) };
+    }
 }
 
 /// Sleeps in poll(2) until one of `fds` is ready, `wake_at` passes, or a
@@ -239,19 +300,6 @@ pub fn poll_until(fds: &mut [PollFd<'_>], wake_at: Option<Instant>) -> Result<()
             action: "cannot poll",
             errno,
         }),
-    }
-}
-
-/// A blocking exclusive flock, retried when interrupted unless `stop` says
-/// the wait is over (then EINTR).
-fn lock_blocking(mut fd: OwnedFd, stop: impl Fn() -> bool) -> Result<OwnedFd, Errno> {
-    loop {
-        match Flock::lock(fd, FlockArg::LockExclusive) {
-            Ok(guard) => return Ok(keep_locked(guard)),
-            Err((_, Errno::EINTR)) if stop() => return Err(Errno::EINTR),
-            Err((back, Errno::EINTR)) => fd = back,
-            Err((_, errno)) => return Err(errno),
-        }
     }
 }
 
