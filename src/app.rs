@@ -339,7 +339,7 @@ fn prepare(
     dry_run: bool,
 ) -> Result<Prepared, Error> {
     let locations = plan.map(clean::Plan::locations).unwrap_or_default();
-    let outside = syncers::find(&locations);
+    let outside = syncers::find(&locations, &cli.lockfile);
     if !outside.is_empty() {
         return Ok(match wait_for_outside(cli, signals, start, &outside)? {
             Some(code) => Prepared::Stop(code),

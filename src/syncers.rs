@@ -5,8 +5,9 @@
 //! `pmaint sync`, `emerge-webrsync`, `emerge-delta-webrsync`, `eix-sync`, and
 //! `rsync`/`git` working under a repository location. synclock's own
 //! processes and its ancestors (an unwrapped `eix-sync` calling a wrapped
-//! `emerge --sync`) are not counted. Waiting for them uses pidfds and
-//! poll(2): the kernel wakes us when they exit.
+//! `emerge --sync`) are not counted, nor are the ancestors of whoever else
+//! waits for the same lock (another such eix-sync). Waiting for them uses
+//! pidfds and poll(2): the kernel wakes us when they exit.
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -19,6 +20,7 @@ use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::Signal;
 
 use crate::error::Error;
+use crate::lockfile;
 use crate::procfs::{self, Process};
 use crate::signals::Signals;
 use crate::wait;
@@ -27,14 +29,21 @@ use crate::wait;
 const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "eix-sync"];
 
 /// Sync processes running outside synclock. `locations` are the
-/// repositories (as written and resolved) under which rsync and git count.
+/// repositories (as written and resolved) under which rsync and git count;
+/// `lockfile` is the lock we hold.
+///
+/// A sync whose descendant holds or waits for that lock is not outside it:
+/// an unwrapped `eix-sync` whose wrapped `emerge --sync` queues behind us
+/// syncs under the lock once we are done, and waiting for it would be
+/// waiting for ourselves (two such eix-syncs would hold each other up for
+/// the whole `--wait`). Like our own ancestors, such syncs are not counted.
 ///
 /// Looking at every process is the cost of this safety check, so it is
 /// kept small: kernel threads are skipped without a system call, every
 /// other process costs one readlink of its executable, and only
 /// interpreters and sync tools have their command line read (into one
 /// buffer, judged without allocating); only matches are read further.
-pub fn find(locations: &[PathBuf]) -> Vec<Process> {
+pub fn find(locations: &[PathBuf], lockfile: &Path) -> Vec<Process> {
     let me = std::process::id() as i32;
     let Ok(proc_dir) = procfs::ProcDir::open() else {
         return Vec::new();
@@ -71,14 +80,31 @@ pub fn find(locations: &[PathBuf]) -> Vec<Process> {
     if candidates.is_empty() {
         return Vec::new();
     }
-    let ancestors = ancestors_of(me);
+    let under_lock = queued_for(lockfile, me);
     let mut found: Vec<Process> = candidates
         .into_iter()
-        .filter(|pid| !ancestors.contains(pid))
+        .filter(|pid| !under_lock.contains(pid))
         .filter_map(procfs::process)
         .collect();
     found.sort_by_key(|p| p.pid);
     found
+}
+
+/// The processes that take part in the lock on `lockfile`: `me`, those
+/// /proc/locks shows holding or waiting for it, and all their ancestors.
+fn queued_for(lockfile: &Path, me: i32) -> HashSet<i32> {
+    let entries = lockfile::look_up(lockfile)
+        .ok()
+        .flatten()
+        .and_then(|(id, _)| procfs::lock_entries(id))
+        .unwrap_or_default();
+    let mut pids = HashSet::from([me]);
+    for pid in entries.holder.into_iter().chain(entries.waiters) {
+        pids.insert(pid);
+        pids.extend(ancestors_of(pid));
+    }
+    pids.extend(ancestors_of(me));
+    pids
 }
 
 fn ancestors_of(pid: i32) -> HashSet<i32> {

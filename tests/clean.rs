@@ -278,6 +278,40 @@ fn live_unwrapped_sync_blocks_cleaning_and_delays_the_command() {
 }
 
 #[test]
+fn unwrapped_syncs_whose_wrapped_part_queues_for_the_lock_are_not_waited_for() {
+    // Two unwrapped eix-syncs, each running a wrapped emerge --sync: the
+    // one that gets the lock must not wait for the other, which waits for
+    // the lock itself.
+    let p = Portage::exclusive();
+    p.write("bin/eix-sync", "#!/bin/sh\n\"$@\"\n");
+    fs::set_permissions(p.path("bin/eix-sync"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut holder = Bg::spawn(p.synclock(["--", "sh", "-c", "echo locked; read _ || true"]));
+    holder.expect_stdout("locked");
+    let eix_sync = |name: &str| {
+        let mut cmd = hermetic(p.path("bin/eix-sync"));
+        let wrapped = p.synclock(["--wait", "5s", "--", "echo", name]);
+        cmd.arg(wrapped.get_program()).args(wrapped.get_args());
+        cmd.envs(wrapped.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let mut sync = Bg::spawn(cmd);
+        sync.expect_stderr("is held by");
+        sync
+    };
+    let mut first = eix_sync("first");
+    let mut second = eix_sync("second");
+    holder.release();
+    for (sync, name) in [(&mut first, "first"), (&mut second, "second")] {
+        let out = sync.finish();
+        assert_eq!(out.code(), Some(0), "{name}: {}", out.stderr);
+        assert!(out.stdout.contains(name), "{name}: {}", out.stdout);
+        assert!(
+            !out.stderr.contains("outside synclock"),
+            "{name}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
 fn malformed_repos_conf_cleans_nothing_but_runs_the_command() {
     let p = Portage::new();
     p.rsync_repo("gentoo", 3);
