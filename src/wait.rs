@@ -233,8 +233,11 @@ extern "C" fn interrupted(_: libc::c_int) {}
 /// The ending signals' handler: notes the signal, and makes sure flock is
 /// interrupted soon even if it is entered only after this ran.
 extern "C" fn note(signal: libc::c_int) {
+    // The interrupted code may be about to read errno.
+    let errno = Errno::last_raw();
     ENDED_BY.store(signal, Ordering::SeqCst);
     let _ = arm(RETRY);
+    Errno::set_raw(errno);
 }
 
 /// Creates the wait's timer, which sends [`INTERRUPT`] to this process.
