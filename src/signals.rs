@@ -26,6 +26,21 @@ const HANDLED: [Signal; 5] = [
     Signal::SIGCHLD,
 ];
 
+/// Whether `signal` is set to be ignored (asked without changing it).
+pub fn is_ignored(signal: Signal) -> bool {
+    let mut old = std::mem::MaybeUninit::<nix::libc::sigaction>::uninit();
+    // SAFETY: a null new action only reads the current one into `old`.
+    let asked = unsafe {
+        nix::libc::sigaction(
+            signal as nix::libc::c_int,
+            std::ptr::null(),
+            old.as_mut_ptr(),
+        )
+    };
+    // SAFETY: sigaction filled `old` when it returned 0.
+    asked == 0 && unsafe { old.assume_init() }.sa_sigaction == nix::libc::SIG_IGN
+}
+
 /// The queue of blocked signals, and the mask to give back to children.
 pub struct Signals {
     queue: SignalFd,
@@ -35,8 +50,16 @@ pub struct Signals {
 impl Signals {
     /// Blocks the handled signals in this thread (call before starting any
     /// thread) and opens the signalfd they queue on.
+    ///
+    /// A signal synclock inherited as ignored (SIGHUP under `nohup`, SIGINT
+    /// and SIGQUIT in a background job) is left out and stays ignored: the
+    /// kernel queues a blocked signal even when it is ignored, so blocking
+    /// it would turn it back on.
     pub fn block() -> Result<Self, Error> {
-        let handled: SigSet = HANDLED.into_iter().collect();
+        let handled: SigSet = HANDLED
+            .into_iter()
+            .filter(|signal| *signal == Signal::SIGCHLD || !is_ignored(*signal))
+            .collect();
         let original = handled
             .thread_swap_mask(SigmaskHow::SIG_BLOCK)
             .map_err(|errno| Error::System {

@@ -39,6 +39,7 @@ use nix::sys::signal::{
 use crate::cli::Wait;
 use crate::error::Error;
 use crate::progress::Progress;
+use crate::signals::is_ignored;
 
 /// How an attempt to take the lock ended.
 pub enum Outcome {
@@ -184,15 +185,12 @@ impl Waiting {
             interrupt,
         };
         let noting = SigAction::new(SigHandler::Handler(note), SaFlags::empty(), SigSet::empty());
-        for signal in ENDING {
+        // One inherited as ignored (nohup, a background job) stays so; it is
+        // not blocked either (see `Signals::block`).
+        for signal in ENDING.into_iter().filter(|s| !is_ignored(*s)) {
             // SAFETY: the handler only stores to an atomic and arms the
             // timer (timer_settime is async-signal-safe).
             match unsafe { sigaction(signal, &noting) } {
-                // Inherited as ignored (nohup, a background job): keep it so.
-                // SAFETY: puts back the action the kernel just returned.
-                Ok(old) if matches!(old.handler(), SigHandler::SigIgn) => unsafe {
-                    let _ = sigaction(signal, &old);
-                },
                 Ok(old) => waiting.handled.push((signal, old)),
                 Err(errno) => {
                     waiting.end();
@@ -212,7 +210,7 @@ impl Waiting {
     /// deletes the timer, puts the old actions back, and says which ending
     /// signal came during the wait, if one did.
     fn end(self) -> Option<Signal> {
-        let block: SigSet = ENDING.into_iter().collect();
+        let block: SigSet = self.handled.iter().map(|(signal, _)| *signal).collect();
         let _ = block.thread_block();
         delete_timer();
         // SAFETY: each restores the action the kernel returned earlier.
