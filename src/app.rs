@@ -77,7 +77,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         .collect();
     // Everything the holder record says but its time, also before waiting.
     let record = inherited.is_none().then(|| holder_record(&words));
-    let held = match take_lock(cli, &command_line, inherited)? {
+    let held = match take_lock(cli, &signals, &command_line, inherited)? {
         Ok(held) => held,
         Err(code) => return Ok(code),
     };
@@ -224,7 +224,7 @@ fn run_clean(cli: &Cli, dry_run: bool) -> Result<u8, Error> {
     let signals = Signals::block()?;
     let inherited = nested::inherited_lock(&cli.lockfile);
     let plan = plan(cli);
-    let held = match take_lock(cli, "cleaning", inherited)? {
+    let held = match take_lock(cli, &signals, "cleaning", inherited)? {
         Ok(held) => held,
         Err(code) => return Ok(code),
     };
@@ -267,7 +267,12 @@ enum Prepared {
 
 /// Takes the lock for `what` (a command line, for messages), or reuses the
 /// `inherited` one; `Err(code)` when synclock must exit with `code` instead.
-fn take_lock(cli: &Cli, what: &str, inherited: Option<RawFd>) -> Result<Result<Held, u8>, Error> {
+fn take_lock(
+    cli: &Cli,
+    signals: &Signals,
+    what: &str,
+    inherited: Option<RawFd>,
+) -> Result<Result<Held, u8>, Error> {
     let path = &cli.lockfile;
     if let Some(fd) = inherited {
         msg::verbose(format_args!(
@@ -278,7 +283,7 @@ fn take_lock(cli: &Cli, what: &str, inherited: Option<RawFd>) -> Result<Result<H
     }
     let (fd, owner) = lockfile::open_checked(path)?;
     let wait = cli.wait_policy();
-    let outcome = wait::acquire(fd, path, wait, || report_busy(path, wait));
+    let outcome = wait::acquire(fd, path, wait, signals, || report_busy(path, wait));
     match outcome? {
         Outcome::Acquired(fd, waited) => {
             msg::verbose(format_args!(

@@ -27,7 +27,7 @@ const HANDLED: [Signal; 5] = [
 ];
 
 /// Whether `signal` is set to be ignored (asked without changing it).
-pub fn is_ignored(signal: Signal) -> bool {
+fn is_ignored(signal: Signal) -> bool {
     let mut old = std::mem::MaybeUninit::<nix::libc::sigaction>::uninit();
     // SAFETY: a null new action only reads the current one into `old`.
     let asked = unsafe {
@@ -44,6 +44,7 @@ pub fn is_ignored(signal: Signal) -> bool {
 /// The queue of blocked signals, and the mask to give back to children.
 pub struct Signals {
     queue: SignalFd,
+    handled: SigSet,
     original: SigSet,
 }
 
@@ -72,7 +73,20 @@ impl Signals {
                 errno,
             }
         })?;
-        Ok(Signals { queue, original })
+        Ok(Signals {
+            queue,
+            handled,
+            original,
+        })
+    }
+
+    /// The blocked signals that end a wait: INT, TERM, HUP and QUIT, less
+    /// any that synclock was started with ignored.
+    pub fn ending(&self) -> Vec<Signal> {
+        self.handled
+            .iter()
+            .filter(|signal| *signal != Signal::SIGCHLD)
+            .collect()
     }
 
     /// The signal mask synclock was started with, for the command.

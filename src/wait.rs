@@ -39,7 +39,7 @@ use nix::sys::signal::{
 use crate::cli::Wait;
 use crate::error::Error;
 use crate::progress::Progress;
-use crate::signals::is_ignored;
+use crate::signals::Signals;
 
 /// How an attempt to take the lock ended.
 pub enum Outcome {
@@ -50,14 +50,6 @@ pub enum Outcome {
     /// A signal ended the wait; the command must not run.
     Interrupted(Signal),
 }
-
-/// The signals that end a wait.
-const ENDING: [Signal; 4] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
 
 /// The signal that interrupts flock: ignored by default.
 const INTERRUPT: Signal = Signal::SIGURG;
@@ -78,6 +70,7 @@ pub fn acquire(
     fd: OwnedFd,
     path: &Path,
     wait: Wait,
+    signals: &Signals,
     busy: impl FnOnce(),
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
@@ -94,7 +87,7 @@ pub fn acquire(
     busy();
     let mut progress = Progress::new(limit);
     let deadline = limit.map(|limit| start + limit);
-    let waiting = Waiting::begin()?;
+    let waiting = Waiting::begin(&signals.ending())?;
     let locked = wait_blocking(fd, start, deadline, &mut progress);
     let ended = waiting.end();
     progress.clear();
@@ -161,9 +154,9 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// Creates the timer, installs the handlers and unblocks the ending
+    /// Creates the timer, installs the handlers and unblocks the `ending`
     /// signals (one that is already pending is noted at once).
-    fn begin() -> Result<Self, Error> {
+    fn begin(ending: &[Signal]) -> Result<Self, Error> {
         let system = |action| move |errno| Error::System { action, errno };
         ENDED_BY.store(0, Ordering::SeqCst);
         create_timer().map_err(system("cannot create a timer"))?;
@@ -185,9 +178,9 @@ impl Waiting {
             interrupt,
         };
         let noting = SigAction::new(SigHandler::Handler(note), SaFlags::empty(), SigSet::empty());
-        // One inherited as ignored (nohup, a background job) stays so; it is
-        // not blocked either (see `Signals::block`).
-        for signal in ENDING.into_iter().filter(|s| !is_ignored(*s)) {
+        // One inherited as ignored (nohup, a background job) is not among
+        // them and stays so (see `Signals::block`).
+        for &signal in ending {
             // SAFETY: the handler only stores to an atomic and arms the
             // timer (timer_settime is async-signal-safe).
             match unsafe { sigaction(signal, &noting) } {
