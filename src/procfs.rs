@@ -152,6 +152,11 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
     read_stat(pid).map(|(_, ticks)| ticks)
 }
 
+/// The parent of `pid`, if it has one and is still there.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    read_stat(pid).and_then(|(parent, _)| parent)
+}
+
 /// Parent PID and start ticks of `pid`, from one read of `/proc/PID/stat`
 /// (far shorter than the buffer).
 fn read_stat(pid: i32) -> Option<(Option<i32>, u64)> {

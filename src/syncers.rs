@@ -16,14 +16,13 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::poll::{PollFd, PollFlags};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
 use crate::error::Error;
 use crate::lockfile;
 use crate::procfs::{self, Process};
 use crate::signals::Signals;
-use crate::wait;
 
 /// Programs that are a sync whatever their arguments.
 const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "eix-sync"];
@@ -98,22 +97,20 @@ fn queued_for(lockfile: &Path, me: i32) -> HashSet<i32> {
         .flatten()
         .and_then(|(id, _)| procfs::lock_entries(id))
         .unwrap_or_default();
-    let mut pids = HashSet::from([me]);
-    for pid in entries.holder.into_iter().chain(entries.waiters) {
-        pids.insert(pid);
-        pids.extend(ancestors_of(pid));
+    let mut pids = HashSet::new();
+    for pid in [me]
+        .into_iter()
+        .chain(entries.holder)
+        .chain(entries.waiters)
+    {
+        // Up to the first process already in the set: its ancestors are
+        // too (waiters share most of theirs).
+        let mut next = Some(pid);
+        while let Some(pid) = next.filter(|pid| pids.insert(*pid)) {
+            next = procfs::parent_of(pid);
+        }
     }
-    pids.extend(ancestors_of(me));
     pids
-}
-
-fn ancestors_of(pid: i32) -> HashSet<i32> {
-    let mut seen = HashSet::new();
-    let mut next = procfs::process(pid).and_then(|p| p.parent);
-    while let Some(pid) = next.filter(|p| seen.insert(*p)) {
-        next = procfs::process(pid).and_then(|p| p.parent);
-    }
-    seen
 }
 
 fn basename(word: &str) -> &str {
@@ -218,7 +215,7 @@ pub fn wait_gone(
             .chain(pidfds.iter().map(|fd| fd.as_fd()))
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
-        wait::poll_until(&mut fds, deadline)?;
+        poll_until(&mut fds, deadline)?;
         let ready: Vec<bool> = fds
             .iter()
             .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
@@ -234,6 +231,26 @@ pub fn wait_gone(
         });
     }
     Ok(Gone::All)
+}
+
+/// Sleeps in poll(2) until one of `fds` is ready, `wake_at` passes, or a
+/// signal interrupts; the kernel does the waiting.
+fn poll_until(fds: &mut [PollFd<'_>], wake_at: Option<Instant>) -> Result<(), Error> {
+    let timeout = match wake_at {
+        None => PollTimeout::NONE,
+        Some(wake_at) => {
+            // Round up so we never wake a hair early and spin.
+            let left = wake_at.saturating_duration_since(Instant::now());
+            PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    match poll(fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => Ok(()),
+        Err(errno) => Err(Error::System {
+            action: "cannot poll",
+            errno,
+        }),
+    }
 }
 
 /// A pidfd for `process`, unless it has already exited (or its PID now

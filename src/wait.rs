@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
-use nix::poll::{PollFd, PollTimeout, poll};
 use nix::sys::signal::{
     SaFlags, SigAction, SigEvent, SigHandler, SigSet, SigevNotify, Signal, sigaction,
 };
@@ -274,26 +273,6 @@ fn delete_timer() {
         // SAFETY: `timer` came from timer_create and is deleted once (the
         // swap leaves null behind, which is never passed on).
         unsafe { libc::timer_delete(timer) };
-    }
-}
-
-/// Sleeps in poll(2) until one of `fds` is ready, `wake_at` passes, or a
-/// signal interrupts; the kernel does the waiting.
-pub fn poll_until(fds: &mut [PollFd<'_>], wake_at: Option<Instant>) -> Result<(), Error> {
-    let timeout = match wake_at {
-        None => PollTimeout::NONE,
-        Some(wake_at) => {
-            // Round up so we never wake a hair early and spin.
-            let left = wake_at.saturating_duration_since(Instant::now());
-            PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
-        }
-    };
-    match poll(fds, timeout) {
-        Ok(_) | Err(Errno::EINTR) => Ok(()),
-        Err(errno) => Err(Error::System {
-            action: "cannot poll",
-            errno,
-        }),
     }
 }
 
