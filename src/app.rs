@@ -93,7 +93,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         .map(|owner| history::read(path, owner));
     if runs
         .as_deref()
-        .is_some_and(|runs| already_done(cli, &words, runs, began))
+        .is_some_and(|runs| already_done(cli, &command_line, &words, runs, began))
     {
         return Ok(0);
     }
@@ -118,14 +118,15 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     // The record goes first: a SIGKILL at any moment after the command
     // starts must leave it behind, as the mark of an interrupted run.
     let wrote_record = match record {
-        Some(record) if matches!(held, Held::Own { .. }) => write_record(
+        // Only made when the lock is our own (not inherited).
+        Some(record) => write_record(
             path,
             Record {
                 since: acquired,
                 ..record
             },
         ),
-        _ => false,
+        None => false,
     };
     let child = match child::spawn(&cli.command, held.raw(), path, &signals) {
         Ok(child) => child,
@@ -178,13 +179,18 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     Ok(exit::code_of(status))
 }
 
-/// Whether `--coalesce` or `--min-interval` make running `command` again
-/// pointless, given the remembered `runs`; says why when so.
-fn already_done(cli: &Cli, command: &[String], runs: &[history::Run], began: SystemTime) -> bool {
+/// Whether `--coalesce` or `--min-interval` make running `command` (shown
+/// as `shown`) again pointless, given the remembered `runs`; says why when so.
+fn already_done(
+    cli: &Cli,
+    shown: &str,
+    command: &[String],
+    runs: &[history::Run],
+    began: SystemTime,
+) -> bool {
     let Some(last) = history::last(runs, command).filter(|run| run.succeeded()) else {
         return false;
     };
-    let shown = msg::command_line(&cli.command);
     let end = humantime::format_rfc3339_seconds(last.end);
     let took = msg::duration(Duration::from_secs(
         last.end

@@ -344,11 +344,8 @@ fn dirent_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// A PID from a /proc entry name (all digits); other entries are `None`.
+/// A PID from a /proc entry name; other entries (`self`, `cpuinfo`) are `None`.
 fn parse_pid(name: &[u8]) -> Option<i32> {
-    if name.is_empty() || !name.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
     std::str::from_utf8(name).ok()?.parse().ok()
 }
 
