@@ -39,7 +39,9 @@ fn closed_standard_descriptors_are_reopened_on_dev_null() {
 #[test]
 fn a_closed_stderr_pipe_does_not_kill_synclock_but_the_command_gets_sigpipe() {
     let env = TestEnv::new();
-    let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+    // Close-on-exec, so that no child another test starts meanwhile keeps
+    // the read end open (then writes would not fail).
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
     drop(read_end); // every write to the pipe now fails with EPIPE
     let mut cmd = env.synclock(["-v", "--", "sh", "-c", "echo x >&2; exit 7"]);
     cmd.stderr(Stdio::from(write_end));
