@@ -66,6 +66,18 @@ impl Portage {
         cmd
     }
 
+    /// A running stand-in whose command line looks like `emerge --sync`
+    /// (outside any lock) until its stdin is closed.
+    fn unwrapped_emerge_sync(&self) -> Bg {
+        self.write("bin/emerge", "#!/bin/sh\necho started\nread _ || true\n");
+        fs::set_permissions(self.path("bin/emerge"), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = hermetic(self.path("bin/emerge"));
+        cmd.arg("--sync");
+        let mut emerge = Bg::spawn(cmd);
+        emerge.expect_stdout("started");
+        emerge
+    }
+
     fn exists(&self, rel: &str) -> bool {
         fs::symlink_metadata(self.path(rel)).is_ok()
     }
@@ -234,15 +246,7 @@ fn symlinked_quarantine_is_unlinked_and_its_target_untouched() {
 fn live_unwrapped_sync_blocks_cleaning_and_delays_the_command() {
     let p = Portage::exclusive();
     p.rsync_repo("gentoo", 3);
-    // A stand-in whose command line looks like `emerge --sync`.
-    p.write("bin/emerge", "#!/bin/sh\necho started\nread _ || true\n");
-    fs::set_permissions(p.path("bin/emerge"), fs::Permissions::from_mode(0o755)).unwrap();
-    let mut emerge = Bg::spawn({
-        let mut cmd = hermetic(p.path("bin/emerge"));
-        cmd.arg("--sync");
-        cmd
-    });
-    emerge.expect_stdout("started");
+    let mut emerge = p.unwrapped_emerge_sync();
 
     let out = run(p.synclock(["-n", "--", "true"]));
     assert_eq!(out.code(), Some(75), "{}", out.stderr);
@@ -281,26 +285,11 @@ fn live_unwrapped_sync_blocks_cleaning_and_delays_the_command() {
 fn a_signal_inherited_as_ignored_does_not_end_the_wait_for_an_outside_sync() {
     // Under nohup SIGHUP is ignored; the kernel would still queue it while
     // blocked, so synclock must not block (and then act on) it.
-    use std::os::unix::process::CommandExt;
     let p = Portage::exclusive();
-    p.write("bin/emerge", "#!/bin/sh\necho started\nread _ || true\n");
-    fs::set_permissions(p.path("bin/emerge"), fs::Permissions::from_mode(0o755)).unwrap();
-    let mut emerge = Bg::spawn({
-        let mut cmd = hermetic(p.path("bin/emerge"));
-        cmd.arg("--sync");
-        cmd
-    });
-    emerge.expect_stdout("started");
+    let mut emerge = p.unwrapped_emerge_sync();
     let ran = p.path("ran");
     let mut cmd = p.synclock(["--wait", "1m", "--", "touch", ran.to_str().unwrap()]);
-    // SAFETY: signal(2) is async-signal-safe; this runs after hermetic's
-    // own pre_exec, which reset SIGHUP to its default.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn)?;
-            Ok(())
-        });
-    }
+    ignoring_sighup(&mut cmd);
     let mut wrapped = Bg::spawn(cmd);
     wrapped.expect_stderr("which runs outside synclock");
     wrapped.signal(Signal::SIGHUP);

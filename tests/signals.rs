@@ -66,19 +66,11 @@ fn a_stray_sigurg_while_waiting_changes_nothing() {
 #[test]
 fn a_signal_inherited_as_ignored_does_not_end_the_wait() {
     // Under nohup SIGHUP is ignored; the wait must not turn it back on.
-    use std::os::unix::process::CommandExt;
     let env = TestEnv::new();
     let mut holder = env.holder();
     let ran = env.path("ran");
     let mut cmd = env.synclock(["--wait", "1m", "--", "touch", ran.to_str().unwrap()]);
-    // SAFETY: signal(2) is async-signal-safe; this runs after hermetic's
-    // own pre_exec, which reset SIGHUP to its default.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn)?;
-            Ok(())
-        });
-    }
+    ignoring_sighup(&mut cmd);
     let mut waiter = Bg::spawn(cmd);
     waiter.expect_stderr("is held by");
     waiter.signal(Signal::SIGHUP);

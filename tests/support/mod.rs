@@ -135,6 +135,18 @@ pub fn hermetic(program: impl AsRef<OsStr>) -> Command {
     cmd
 }
 
+/// Starts `cmd` with SIGHUP ignored, as `nohup` does (after [`hermetic`]'s
+/// own reset to the default).
+pub fn ignoring_sighup(cmd: &mut Command) {
+    // SAFETY: signal(2) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            signal(Signal::SIGHUP, SigHandler::SigIgn)?;
+            Ok(())
+        });
+    }
+}
+
 /// A process running in the background, its output lines collected.
 pub struct Bg {
     pub child: Option<Child>,
