@@ -16,10 +16,10 @@
 //! (synclock ignores it, see `start.rs`), and the lock descriptor without close-on-exec
 //! (a dup2 of the descriptor onto itself).
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
@@ -56,19 +56,15 @@ pub fn spawn(
         .map(|word| c_string(word.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(failed)?;
-    let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(key, _)| key != FD_VAR && key != LOCKFILE_VAR)
-        .filter_map(|(key, value)| {
-            let mut entry = key.into_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            CString::new(entry).ok()
-        })
-        .collect();
-    env.push(c_string(format!("{FD_VAR}={lock_fd}").as_bytes()).map_err(failed)?);
+    let fd_entry = c_string(format!("{FD_VAR}={lock_fd}").as_bytes()).map_err(failed)?;
     let mut lockfile_entry = format!("{LOCKFILE_VAR}=").into_bytes();
     lockfile_entry.extend_from_slice(lockfile.as_os_str().as_bytes());
-    env.push(c_string(&lockfile_entry).map_err(failed)?);
+    let lockfile_entry = c_string(&lockfile_entry).map_err(failed)?;
+    let mut env: Vec<&CStr> = environment()
+        .filter(|entry| !is_entry_of(entry, FD_VAR) && !is_entry_of(entry, LOCKFILE_VAR))
+        .collect();
+    env.push(&fd_entry);
+    env.push(&lockfile_entry);
 
     let mut attr = PosixSpawnAttr::init().map_err(failed)?;
     attr.set_sigmask(&signals.original_mask()).map_err(failed)?;
@@ -82,6 +78,44 @@ pub fn spawn(
     // dup2 onto itself clears close-on-exec in the child only (glibc >= 2.29).
     actions.add_dup2(lock_fd, lock_fd).map_err(failed)?;
     posix_spawnp(&args[0], &actions, &attr, &args, &env).map_err(failed)
+}
+
+/// Our environment's `NAME=value` entries, borrowed from the C library's
+/// `environ` (std::env::vars_os would copy every one of them twice).
+fn environment() -> impl Iterator<Item = &'static CStr> {
+    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated
+    // strings, and synclock never changes its environment, so the array and
+    // the strings stay as they are for the life of the process.
+    let mut at = unsafe { libc_environ() };
+    std::iter::from_fn(move || {
+        // SAFETY: see above; `at` never moves past the terminating NULL.
+        unsafe {
+            let entry = at.as_ref().copied().filter(|entry| !entry.is_null())?;
+            at = at.add(1);
+            Some(CStr::from_ptr(entry))
+        }
+    })
+}
+
+/// The C library's `environ` (null when there is no environment at all).
+///
+/// # Safety
+///
+/// Nothing may change the environment while the result is in use.
+unsafe fn libc_environ() -> *const *const libc::c_char {
+    unsafe extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    // SAFETY: reading the pointer itself; see the caller's contract.
+    unsafe { environ }
+}
+
+/// Whether the environment entry `entry` sets the variable `name`.
+fn is_entry_of(entry: &CStr, name: &str) -> bool {
+    entry
+        .to_bytes()
+        .strip_prefix(name.as_bytes())
+        .is_some_and(|rest| rest.first() == Some(&b'='))
 }
 
 fn c_string(bytes: &[u8]) -> Result<CString, Errno> {
@@ -115,6 +149,35 @@ pub fn supervise(pid: Pid, signals: &Signals) -> Result<ExitStatus, Error> {
                 let _ = kill(pid, signal);
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_matched_by_their_whole_name() {
+        assert!(is_entry_of(c"SYNCLOCK_FD=3", "SYNCLOCK_FD"));
+        assert!(is_entry_of(c"SYNCLOCK_FD=", "SYNCLOCK_FD"));
+        assert!(!is_entry_of(c"SYNCLOCK_FDX=3", "SYNCLOCK_FD"));
+        assert!(!is_entry_of(c"SYNCLOCK_FD", "SYNCLOCK_FD"));
+        assert!(!is_entry_of(c"X_SYNCLOCK_FD=3", "SYNCLOCK_FD"));
+    }
+
+    #[test]
+    fn the_environment_is_the_processes_own() {
+        let borrowed: Vec<Vec<u8>> = environment().map(|e| e.to_bytes().to_vec()).collect();
+        for (key, value) in std::env::vars_os() {
+            let mut entry = key.into_encoded_bytes();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_encoded_bytes());
+            assert!(
+                borrowed.contains(&entry),
+                "{}",
+                String::from_utf8_lossy(&entry)
+            );
         }
     }
 }

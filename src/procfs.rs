@@ -6,10 +6,15 @@
 //! while a child keeps the inherited descriptor, so the real holders are
 //! found in the `lock:` lines of `/proc/PID/fdinfo/FD`.
 
+use std::ffi::CStr;
 use std::fs;
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use nix::errno::Errno;
+use nix::libc;
 use nix::sys::stat::{major, minor};
 
 use crate::lockfile::Identity;
@@ -183,10 +188,11 @@ pub fn kernel_threads(proc_dir: &ProcDir) -> Vec<i32> {
     const KTHREADD: i32 = 2;
     // Only kernel threads and zombies have no executable, and a zombie has
     // no children: its children were handed to another parent.
-    if proc_dir.executable_name(KTHREADD) != Err(nix::errno::Errno::ENOENT) {
+    let mut buf = [0u8; 4096];
+    if proc_dir.executable_name(KTHREADD, &mut buf) != Err(Errno::ENOENT) {
         return Vec::new();
     }
-    let mut pids = children(KTHREADD);
+    let mut pids = proc_dir.children(KTHREADD, &mut buf);
     pids.push(KTHREADD);
     pids.sort_unstable();
     pids
@@ -224,21 +230,10 @@ pub fn pids() -> Vec<i32> {
 
 /// The direct children of `pid`, if the kernel lists them.
 pub fn children(pid: i32) -> Vec<i32> {
-    use std::io::Read;
-    // The file claims size 0, so `fs::read_to_string` would stat it and
-    // then probe with reads of 32, 32, 64... bytes, the kernel walking the
-    // list of children again for each. Reading through `take` into room for
-    // a few hundred PIDs makes it one read (and one that finds the end).
-    let mut text = String::with_capacity(4096);
-    let read = fs::File::open(format!("/proc/{pid}/task/{pid}/children"))
-        .and_then(|file| file.take(u64::MAX).read_to_string(&mut text));
-    match read {
-        Ok(_) => text
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+    let mut buf = vec![0u8; 64 * 1024];
+    ProcDir::open()
+        .map(|dir| dir.children(pid, &mut buf))
+        .unwrap_or_default()
 }
 
 /// The inode of our PID namespace: two processes see the same PIDs when
@@ -298,34 +293,89 @@ impl ProcDir {
         }
     }
 
-    /// The file name of `pid`'s executable, without a " (deleted)" suffix.
-    /// Fails with ENOENT for kernel threads, zombies and gone processes,
-    /// and with EACCES for processes we may not inspect.
-    pub fn executable_name(&self, pid: i32) -> Result<String, nix::errno::Errno> {
-        use std::os::fd::AsFd;
-        use std::os::unix::ffi::OsStrExt;
-        let target = nix::fcntl::readlinkat(self.0.as_fd(), format!("{pid}/exe").as_str())?;
-        let bytes = target.as_bytes();
+    /// The file name of `pid`'s executable, without a " (deleted)" suffix,
+    /// read into `buf`. Fails with ENOENT for kernel threads, zombies and
+    /// gone processes, and with EACCES for processes we may not inspect.
+    pub fn executable_name<'b>(&self, pid: i32, buf: &'b mut [u8]) -> Result<&'b [u8], Errno> {
+        use std::os::fd::AsRawFd;
+        let path = PidPath::new(pid, c"exe");
+        // SAFETY: `path` is NUL-terminated; the kernel writes at most
+        // `buf.len()` bytes into `buf`.
+        let len = unsafe {
+            libc::readlinkat(
+                self.0.as_raw_fd(),
+                path.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let bytes = &buf[..usize::try_from(len).map_err(|_| Errno::last())?];
         let bytes = bytes.strip_suffix(b" (deleted)").unwrap_or(bytes);
-        let name = bytes.rsplit(|b| *b == b'/').next().unwrap_or(bytes);
-        Ok(String::from_utf8_lossy(name).into_owned())
+        Ok(bytes.rsplit(|b| *b == b'/').next().unwrap_or(bytes))
     }
 
     /// Reads the start of `pid`'s command line (NUL-separated words) into
     /// `buf` with one read; returns the length read.
     pub fn read_cmdline(&self, pid: i32, buf: &mut [u8]) -> Option<usize> {
+        let fd = self.open_file(pid, c"cmdline").ok()?;
+        nix::unistd::read(&fd, buf).ok()
+    }
+
+    /// The direct children of `pid` (its `task/PID/children`), read into
+    /// `buf` with one read: `fs::read_to_string` would stat the file (which
+    /// claims size 0) and then probe with reads of 32, 32, 64... bytes, the
+    /// kernel walking the list of children again for each. The kernel fills
+    /// a read as far as it can, so a short read is the whole list; when
+    /// `buf` is too small, the PIDs that fit are returned (without the last,
+    /// which may be cut).
+    fn children(&self, pid: i32, buf: &mut [u8]) -> Vec<i32> {
+        let mut name = [0u8; 40];
+        let _ = write!(&mut name[..], "task/{pid}/children\0");
+        let name = CStr::from_bytes_until_nul(&name).unwrap_or(c"");
+        let Some(len) = self
+            .open_file(pid, name)
+            .ok()
+            .and_then(|fd| nix::unistd::read(&fd, buf).ok())
+        else {
+            return Vec::new();
+        };
+        pid_list(&buf[..len], len == buf.len())
+    }
+
+    /// Opens `/proc/PID/name` for reading, relative to our descriptor.
+    fn open_file(&self, pid: i32, name: &CStr) -> Result<OwnedFd, Errno> {
         use nix::fcntl::{OFlag, openat};
         use nix::sys::stat::Mode;
         use std::os::fd::AsFd;
-        let path = format!("{pid}/cmdline");
-        let fd = openat(
-            self.0.as_fd(),
-            path.as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()?;
-        nix::unistd::read(&fd, buf).ok()
+        let path = PidPath::new(pid, name);
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        openat(self.0.as_fd(), path.as_c_str(), flags, Mode::empty())
+    }
+}
+
+/// `PID/name`, NUL-terminated, on the stack: the paths the scan reads
+/// for every process cost no allocation.
+struct PidPath([u8; 64]);
+
+impl PidPath {
+    fn new(pid: i32, name: &CStr) -> Self {
+        let mut path = [0u8; 64];
+        let mut writer = &mut path[..];
+        // A name too long for the buffer is cut, and then not found.
+        let _ = write!(writer, "{pid}/");
+        let room = writer.len() - 1;
+        let name = name.to_bytes();
+        let cut = &name[..name.len().min(room)];
+        writer[..cut.len()].copy_from_slice(cut);
+        PidPath(path)
+    }
+
+    fn as_c_str(&self) -> &CStr {
+        CStr::from_bytes_until_nul(&self.0).unwrap_or(c"")
+    }
+
+    fn as_ptr(&self) -> *const libc::c_char {
+        self.as_c_str().as_ptr()
     }
 }
 
@@ -342,6 +392,16 @@ fn dirent_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
         at += reclen;
         Some(name.split(|b| *b == 0).next().unwrap_or(name))
     })
+}
+
+/// The PIDs in a space-separated list; when the list may be `cut` short,
+/// without the last, which may be part of a longer number.
+fn pid_list(text: &[u8], cut: bool) -> Vec<i32> {
+    let mut words: Vec<&[u8]> = text.split(u8::is_ascii_whitespace).collect();
+    if cut {
+        words.pop();
+    }
+    words.into_iter().filter_map(parse_pid).collect()
 }
 
 /// A PID from a /proc entry name; other entries (`self`, `cpuinfo`) are `None`.
@@ -364,6 +424,7 @@ fn ticks(count: u64) -> Duration {
 mod tests {
     use super::*;
     use nix::sys::stat::makedev;
+    use std::ffi::CString;
 
     const LOCKS: &str = "\
 1: FLOCK  ADVISORY  WRITE 4242 00:2a:5678 0 EOF
@@ -462,6 +523,42 @@ mod tests {
         assert_eq!(pids, [123, 4567890]);
         // A record claiming length 0 ends the walk instead of looping.
         assert_eq!(dirent_names(&[0u8; 24]).count(), 0);
+    }
+
+    #[test]
+    fn pid_lists_drop_a_number_that_may_be_cut() {
+        assert_eq!(pid_list(b"3 4 17 ", false), [3, 4, 17]);
+        assert_eq!(pid_list(b"3 4 17", false), [3, 4, 17]);
+        // "17" may be the start of 1742.
+        assert_eq!(pid_list(b"3 4 17", true), [3, 4]);
+        assert_eq!(pid_list(b"", false), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn pid_paths_are_relative_and_cut_to_fit() {
+        assert_eq!(PidPath::new(4242, c"exe").as_c_str(), c"4242/exe");
+        assert_eq!(
+            PidPath::new(7, c"task/7/children").as_c_str(),
+            c"7/task/7/children"
+        );
+        let long = CString::new("x".repeat(100)).unwrap();
+        let path = PidPath::new(i32::MAX, &long);
+        assert_eq!(path.as_c_str().to_bytes().len(), 63);
+        assert!(path.as_c_str().to_bytes().starts_with(b"2147483647/xxx"));
+    }
+
+    #[test]
+    fn executable_and_command_line_of_this_process() {
+        let dir = ProcDir::open().expect("/proc");
+        let me = std::process::id() as i32;
+        let mut buf = [0u8; 4096];
+        let exe = std::env::current_exe().unwrap();
+        let name = dir.executable_name(me, &mut buf).expect("own exe");
+        assert_eq!(name, exe.file_name().unwrap().as_encoded_bytes());
+        assert_eq!(dir.executable_name(-1, &mut buf), Err(Errno::ENOENT));
+        let len = dir.read_cmdline(me, &mut buf).expect("own cmdline");
+        let argv0 = std::env::args_os().next().unwrap();
+        assert!(buf[..len].starts_with(argv0.as_encoded_bytes()));
     }
 
     #[test]

@@ -59,9 +59,9 @@ pub fn find(locations: &[PathBuf], lockfile: &Path) -> Vec<Process> {
         // The executable's name is cheaper to read than the command line
         // and does not wait for the process's memory map: a program that
         // is neither an interpreter nor a sync tool cannot be a sync.
-        match proc_dir.executable_name(pid) {
+        match proc_dir.executable_name(pid, &mut buf) {
             Err(Errno::ENOENT | Errno::ESRCH) => continue,
-            Ok(name) if !could_be_sync(&name) => continue,
+            Ok(name) if !std::str::from_utf8(name).is_ok_and(could_be_sync) => continue,
             Ok(_) | Err(_) => {}
         }
         let Some(len) = proc_dir.read_cmdline(pid, &mut buf) else {
