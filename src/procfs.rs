@@ -184,15 +184,15 @@ fn parse_stat(stat: &str) -> Option<(Option<i32>, u64)> {
 /// kernel threads and the kernel's user-mode helpers (modprobe, core-dump
 /// handlers), never a sync. Sorted; empty unless PID 2 here is a kernel
 /// thread (in a container's PID namespace it is an ordinary process).
-pub fn kernel_threads(proc_dir: &ProcDir) -> Vec<i32> {
+/// `buf` is room to read into.
+pub fn kernel_threads(proc_dir: &ProcDir, buf: &mut [u8]) -> Vec<i32> {
     const KTHREADD: i32 = 2;
     // Only kernel threads and zombies have no executable, and a zombie has
     // no children: its children were handed to another parent.
-    let mut buf = [0u8; 4096];
-    if proc_dir.executable_name(KTHREADD, &mut buf) != Err(Errno::ENOENT) {
+    if proc_dir.executable_name(KTHREADD, buf) != Err(Errno::ENOENT) {
         return Vec::new();
     }
-    let mut pids = proc_dir.children(KTHREADD, &mut buf);
+    let mut pids = proc_dir.children(KTHREADD, buf);
     pids.push(KTHREADD);
     pids.sort_unstable();
     pids
@@ -225,7 +225,10 @@ pub fn user_of(location: &Path) -> Option<Process> {
 
 /// Every PID in /proc.
 pub fn pids() -> Vec<i32> {
-    ProcDir::open().map(|dir| dir.pids()).unwrap_or_default()
+    let mut buf = [0u8; 8192];
+    ProcDir::open()
+        .map(|dir| dir.pids(&mut buf))
+        .unwrap_or_default()
 }
 
 /// The direct children of `pid`, if the kernel lists them.
@@ -269,13 +272,12 @@ impl ProcDir {
         open("/proc", flags, Mode::empty()).map(ProcDir)
     }
 
-    /// The PIDs in /proc, listed with getdents64 on our descriptor into one
-    /// stack buffer: a DIR stream would cost a second descriptor, three more
-    /// system calls and a fresh 32 KiB buffer, on the hand-off path.
-    pub fn pids(&self) -> Vec<i32> {
+    /// The PIDs in /proc, listed with getdents64 on our descriptor into the
+    /// caller's `buf`: a DIR stream would cost a second descriptor, three
+    /// more system calls and a fresh 32 KiB buffer, on the hand-off path.
+    pub fn pids(&self, buf: &mut [u8]) -> Vec<i32> {
         use std::os::fd::AsRawFd;
         let fd = self.0.as_raw_fd();
-        let mut buf = [0u8; 8192];
         let mut pids = Vec::with_capacity(256);
         // SAFETY: lseek on our own open descriptor; from the start again.
         if unsafe { nix::libc::lseek(fd, 0, nix::libc::SEEK_SET) } != 0 {
@@ -468,7 +470,7 @@ mod tests {
 
     #[test]
     fn kernel_threads_are_kthreadds_children() {
-        let kernel = kernel_threads(&ProcDir::open().expect("/proc"));
+        let kernel = kernel_threads(&ProcDir::open().expect("/proc"), &mut [0; 4096]);
         let me = std::process::id() as i32;
         assert!(!kernel.contains(&me) && !kernel.contains(&1));
         assert!(kernel.is_empty() || kernel.contains(&2));
@@ -483,11 +485,14 @@ mod tests {
     #[test]
     fn the_pid_list_has_this_process_and_no_other_entries() {
         let dir = ProcDir::open().expect("/proc");
-        let pids = dir.pids();
+        let mut buf = [0u8; 4096];
+        let pids = dir.pids(&mut buf);
         assert!(pids.contains(&(std::process::id() as i32)));
         assert!(pids.contains(&1));
         // Listing again starts from the beginning.
-        assert!(dir.pids().contains(&1));
+        assert!(dir.pids(&mut buf).contains(&1));
+        // A buffer that holds a few entries at a time lists them all.
+        assert!(dir.pids(&mut [0; 64]).len().abs_diff(pids.len()) < 20);
         let listed = std::fs::read_dir("/proc")
             .unwrap()
             .filter(|e| {

@@ -47,12 +47,13 @@ pub fn find(locations: &[PathBuf], lockfile: &Path) -> Vec<Process> {
     let Ok(proc_dir) = procfs::ProcDir::open() else {
         return Vec::new();
     };
+    // One buffer for every read: each fresh page of stack costs a fault.
+    let mut buf = [0u8; 4096];
     // Most of /proc is kernel threads on many machines; they are skipped
     // without opening anything.
-    let kernel = procfs::kernel_threads(&proc_dir);
-    let mut buf = [0u8; 4096];
+    let kernel = procfs::kernel_threads(&proc_dir, &mut buf);
     let mut candidates = Vec::new();
-    for pid in proc_dir.pids() {
+    for pid in proc_dir.pids(&mut buf) {
         if pid == me || kernel.binary_search(&pid).is_ok() {
             continue;
         }
