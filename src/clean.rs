@@ -286,6 +286,9 @@ impl Cleaner {
 
     /// Row 6: webrsync temp dirs of dead runs.
     fn webrsync(&mut self, tmpdir: &Path, gentoo: Option<&Path>) {
+        // Whether a dead webrsync was found, and whether it had unpacked a
+        // snapshot (else, with tarsync, it updated the tree in place).
+        let mut dead = false;
         let mut snapshot = false;
         let portage = tmpdir.join("portage");
         let places: [(&Path, &[&str]); 2] = [
@@ -303,6 +306,7 @@ impl Cleaner {
                     continue;
                 }
                 let path = place.join(&name);
+                dead = true;
                 snapshot |= path.join("snapshot").is_dir();
                 self.remove(
                     dir.as_fd(),
@@ -312,7 +316,7 @@ impl Cleaner {
                 );
             }
         }
-        if let Some(gentoo) = gentoo.filter(|_| snapshot || tarsync_installed())
+        if let Some(gentoo) = gentoo.filter(|_| dead && (snapshot || tarsync_installed()))
             && let Ok(dir) = open_dir(gentoo)
         {
             self.metadata_file(

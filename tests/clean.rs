@@ -224,6 +224,38 @@ fn every_leftover_is_cleaned_and_nothing_else() {
 }
 
 #[test]
+fn with_tarsync_installed_timestamp_x_goes_only_with_a_webrsync_leftover() {
+    let p = Portage::new();
+    p.rsync_repo("gentoo", 0);
+    p.write("repos/gentoo/metadata/timestamp.x", "1 x\n");
+    p.write("bin/tarsync", "#!/bin/sh\n");
+    fs::set_permissions(p.path("bin/tarsync"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        p.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // No webrsync left anything behind: the timestamp is the tree's own.
+    let mut quiet = p.synclock(["--", "true"]);
+    quiet.env("PATH", &path);
+    let out = run(quiet);
+    assert_eq!((out.code(), out.stderr.as_str()), (Some(0), ""));
+    assert!(p.exists("repos/gentoo/metadata/timestamp.x"));
+    // A dead webrsync's temp dir (no snapshot: tarsync updated in place).
+    p.write("tmp/emerge-webrsync.Ab3dEf/x", "");
+    let mut cleaning = p.synclock(["--", "true"]);
+    cleaning.env("PATH", &path);
+    let out = run(cleaning);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!p.exists("tmp/emerge-webrsync.Ab3dEf"), "{}", out.stderr);
+    assert!(
+        !p.exists("repos/gentoo/metadata/timestamp.x"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn symlinked_quarantine_is_unlinked_and_its_target_untouched() {
     let p = Portage::new();
     p.rsync_repo("gentoo", 0);
