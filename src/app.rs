@@ -349,8 +349,8 @@ fn prepare(
     cleaning: bool,
     dry_run: bool,
 ) -> Result<Prepared, Error> {
-    let locations = plan.map(clean::Plan::locations).unwrap_or_default();
-    let outside = syncers::find(&locations, &cli.lockfile);
+    let locations = || plan.map(clean::Plan::locations).unwrap_or_default();
+    let outside = syncers::find(locations, &cli.lockfile);
     if !outside.is_empty() {
         return Ok(match wait_for_outside(cli, signals, start, &outside)? {
             Some(code) => Prepared::Stop(code),

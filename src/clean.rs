@@ -20,6 +20,7 @@
 //! PORTAGE_TMPDIR, and an error is reported in one line without stopping
 //! the sync.
 
+use std::cell::OnceCell;
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -50,35 +51,49 @@ pub struct Summary {
     pub failures: usize,
 }
 
-/// The repositories to clean, resolved before the lock is taken (so that
-/// reading the configuration stays off the hand-off path).
+/// The repositories to clean (read before the lock is taken, so that
+/// reading the configuration stays off the hand-off path) and PORTAGE_TMPDIR.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Each repository with its location L resolved.
-    located: Vec<(Repo, PathBuf)>,
+    /// The repositories, locations as written (U).
+    repos: Vec<Repo>,
+    /// Each repository's location L, resolved when first needed: most runs
+    /// find nothing left behind and never need it, and resolving costs an
+    /// open, a readlink and an fstatfs per repository. `None` when the
+    /// repository cannot be cleaned.
+    resolved: Vec<OnceCell<Option<PathBuf>>>,
     /// PORTAGE_TMPDIR.
     tmpdir: PathBuf,
 }
 
 impl Plan {
-    /// The repositories of `repos` that can be cleaned, and `tmpdir`.
+    /// A plan for `repos` and `tmpdir`.
     pub fn new(repos: Vec<Repo>, tmpdir: PathBuf) -> Self {
-        let located = repos
-            .into_iter()
-            .filter_map(|repo| {
-                let location = location(&repo)?;
-                Some((repo, location))
-            })
-            .collect();
-        Plan { located, tmpdir }
+        let resolved = repos.iter().map(|_| OnceCell::new()).collect();
+        Plan {
+            repos,
+            resolved,
+            tmpdir,
+        }
+    }
+
+    /// L of the repository at `index`, if it can be cleaned.
+    fn location(&self, index: usize) -> Option<&Path> {
+        self.resolved[index]
+            .get_or_init(|| location(&self.repos[index]))
+            .as_deref()
+    }
+
+    /// The repositories that can be cleaned, each with L.
+    fn located(&self) -> impl Iterator<Item = (&Repo, &Path)> {
+        (0..self.repos.len()).filter_map(|i| Some((&self.repos[i], self.location(i)?)))
     }
 
     /// Every repository location, as written and as resolved: where rsync
     /// and git count as syncs.
     pub fn locations(&self) -> Vec<PathBuf> {
-        self.located
-            .iter()
-            .flat_map(|(repo, location)| [repo.location.clone(), location.clone()])
+        self.located()
+            .flat_map(|(repo, location)| [repo.location.clone(), location.to_path_buf()])
             .collect()
     }
 }
@@ -89,21 +104,36 @@ pub fn run(plan: &Plan, interrupted: Option<&Record>, dry_run: bool) -> Summary 
     let mut cleaner = Cleaner {
         dry_run,
         summary: Summary::default(),
-        portage_uid: std::cell::OnceCell::new(),
+        portage_uid: OnceCell::new(),
     };
-    for (repo, location) in &plan.located {
-        cleaner.repo(repo, location);
+    for (index, repo) in plan.repos.iter().enumerate() {
+        if nothing_left_behind(repo) {
+            continue;
+        }
+        if let Some(location) = plan.location(index) {
+            cleaner.repo(repo, location);
+        }
     }
-    let gentoo = plan
-        .located
-        .iter()
-        .find(|(repo, _)| repo.name == "gentoo")
-        .map(|(_, l)| l.as_path());
+    let gentoo = || {
+        let index = plan.repos.iter().position(|repo| repo.name == "gentoo")?;
+        plan.location(index)
+    };
     cleaner.webrsync(&plan.tmpdir, gentoo);
     if let Some(record) = interrupted {
-        cleaner.interrupted(record, &plan.located);
+        cleaner.interrupted(record, plan.located());
     }
     cleaner.summary
+}
+
+/// Whether `repo` is one where only a quarantine can be left behind (all
+/// but sync-rcu, zipfile and git) and there is none: the common case,
+/// answered with one lstat through the location as written, which reaches
+/// the same directory as L (symlinks on the way are followed alike).
+fn nothing_left_behind(repo: &Repo) -> bool {
+    let only_quarantine = !repo.sync_rcu && !repo.is("zipfile") && !repo.is("git");
+    only_quarantine
+        && repo.location.is_absolute()
+        && fs::symlink_metadata(repo.location.join(QUARANTINE)).is_err()
 }
 
 /// L = realpath(U), if it is an absolute, existing, local directory other
@@ -151,17 +181,12 @@ struct Cleaner {
     summary: Summary,
     /// Looked up (in /etc/passwd) only when an owner is neither root nor the
     /// repository's owner.
-    portage_uid: std::cell::OnceCell<Option<u32>>,
+    portage_uid: OnceCell<Option<u32>>,
 }
 
 impl Cleaner {
     fn repo(&mut self, repo: &Repo, location: &Path) {
         let quarantine = location.join(QUARANTINE);
-        let only_quarantine = !repo.sync_rcu && !repo.is("zipfile") && !repo.is("git");
-        if only_quarantine && fs::symlink_metadata(&quarantine).is_err() {
-            // The common case, one lstat: nothing left behind here.
-            return;
-        }
         let Ok(dir) = open_dir(location) else { return };
         let repo_owner = fstat(dir.as_fd()).map(|s| s.st_uid).unwrap_or(0);
         // Row 1: the hardlink quarantine, in any repository.
@@ -285,7 +310,7 @@ impl Cleaner {
     }
 
     /// Row 6: webrsync temp dirs of dead runs.
-    fn webrsync(&mut self, tmpdir: &Path, gentoo: Option<&Path>) {
+    fn webrsync<'p>(&mut self, tmpdir: &Path, gentoo: impl FnOnce() -> Option<&'p Path>) {
         // Whether a dead webrsync was found, and whether it had unpacked a
         // snapshot (else, with tarsync, it updated the tree in place).
         let mut dead = false;
@@ -316,7 +341,9 @@ impl Cleaner {
                 );
             }
         }
-        if let Some(gentoo) = gentoo.filter(|_| dead && (snapshot || tarsync_installed()))
+        if dead
+            && (snapshot || tarsync_installed())
+            && let Some(gentoo) = gentoo()
             && let Ok(dir) = open_dir(gentoo)
         {
             self.metadata_file(
@@ -407,7 +434,11 @@ impl Cleaner {
 
     /// After an interrupted run: force a full compare of rsync and webrsync
     /// repositories.
-    fn interrupted(&mut self, record: &Record, located: &[(Repo, PathBuf)]) {
+    fn interrupted<'p>(
+        &mut self,
+        record: &Record,
+        located: impl Iterator<Item = (&'p Repo, &'p Path)>,
+    ) {
         let since = humantime::format_rfc3339_seconds(record.since);
         msg::info(format_args!(
             "the previous run under this lock (PID {}: {}, started {since}) did not finish; \

@@ -332,6 +332,46 @@ fn a_signal_inherited_as_ignored_does_not_end_the_wait_for_an_outside_sync() {
 }
 
 #[test]
+fn unwrapped_rsync_into_the_real_path_of_a_symlinked_repo_is_waited_for() {
+    // The repository is configured through a symlink; the rsync names only
+    // the directory it reaches, which synclock finds by resolving the
+    // location (only once it meets an rsync).
+    let p = Portage::exclusive();
+    fs::create_dir_all(p.path("repos/real")).unwrap();
+    symlink(p.path("repos/real"), p.path("repos/linked")).unwrap();
+    p.conf(
+        "linked.conf",
+        "[linked]\nlocation = @/repos/linked\nsync-type = rsync\n",
+    );
+    p.write("bin/rsync", "#!/bin/sh\necho started\nread _ || true\n");
+    fs::set_permissions(p.path("bin/rsync"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut rsync = Bg::spawn({
+        let mut cmd = hermetic(p.path("bin/rsync"));
+        cmd.arg("-a")
+            .arg("rsync://mirror/x/")
+            .arg(p.path("repos/real"));
+        cmd
+    });
+    rsync.expect_stdout("started");
+
+    let out = run(p.synclock(["-n", "--", "true"]));
+    assert_eq!(out.code(), Some(75), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "PID {} (/bin/sh {} -a",
+            rsync.pid,
+            p.path("bin/rsync").display()
+        )),
+        "{}",
+        out.stderr
+    );
+    rsync.release();
+    rsync.finish();
+    let out = run(p.synclock(["-n", "--", "true"]));
+    assert_eq!((out.code(), out.stderr.as_str()), (Some(0), ""));
+}
+
+#[test]
 fn unwrapped_syncs_whose_wrapped_part_queues_for_the_lock_are_not_waited_for() {
     // Two unwrapped eix-syncs, each running a wrapped emerge --sync: the
     // one that gets the lock must not wait for the other, which waits for
