@@ -8,15 +8,14 @@
 //! foreground process group, the command included) and SIGTERM and SIGHUP are
 //! forwarded to the command; synclock then waits for it and reports its status.
 //!
-//! The command is started with posix_spawnp(3) rather than fork+exec: glibc
-//! spawns with a vfork-style clone, so the parent takes no copy-on-write page
-//! faults, which is most of the cost of starting a command on a VM. The spawn
-//! attributes give the child synclock's original signal mask (the handled
-//! signals are blocked in synclock itself), SIGPIPE back at its default
-//! (synclock ignores it, see `start.rs`), and the lock descriptor without close-on-exec
-//! (a dup2 of the descriptor onto itself).
+//! The command is started with a vfork-style clone rather than fork+exec
+//! (see `spawn.rs`), so the parent takes no copy-on-write page faults, which
+//! is most of the cost of starting a command on a VM. The child gets
+//! synclock's original signal mask (the handled signals are blocked in
+//! synclock itself), SIGPIPE back at its default (synclock ignores it, see
+//! `start.rs`), and the lock descriptor without close-on-exec.
 
-use std::ffi::{CStr, CString, OsString};
+use std::ffi::{CStr, CString, OsString, c_char};
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
@@ -26,14 +25,14 @@ use std::process::ExitStatus;
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawnp};
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::error::Error;
 use crate::msg;
 use crate::nested::FD_VAR;
 use crate::signals::Signals;
+use crate::spawn;
 
 /// The environment variable that tells nested synclocks the lockfile.
 const LOCKFILE_VAR: &str = "SYNCLOCK_LOCKFILE";
@@ -66,18 +65,17 @@ pub fn spawn(
     env.push(&fd_entry);
     env.push(&lockfile_entry);
 
-    let mut attr = PosixSpawnAttr::init().map_err(failed)?;
-    attr.set_sigmask(&signals.original_mask()).map_err(failed)?;
-    attr.set_sigdefault(&[Signal::SIGPIPE].into_iter().collect::<SigSet>())
-        .map_err(failed)?;
-    attr.set_flags(
-        PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
-    )
-    .map_err(failed)?;
-    let mut actions = PosixSpawnFileActions::init().map_err(failed)?;
-    // dup2 onto itself clears close-on-exec in the child only (glibc >= 2.29).
-    actions.add_dup2(lock_fd, lock_fd).map_err(failed)?;
-    posix_spawnp(&args[0], &actions, &attr, &args, &env).map_err(failed)
+    let argv: Vec<*const c_char> = args
+        .iter()
+        .map(|arg| arg.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const c_char> = env
+        .iter()
+        .map(|entry| entry.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    spawn::spawn(&args[0], &argv, &envp, &signals.original_mask(), lock_fd).map_err(failed)
 }
 
 /// Our environment's `NAME=value` entries, borrowed from the C library's

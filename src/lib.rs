@@ -24,6 +24,7 @@ mod record;
 mod remove;
 mod repos;
 mod signals;
+mod spawn;
 mod start;
 mod status;
 mod syncers;

@@ -81,6 +81,37 @@ fn a_signal_inherited_as_ignored_does_not_end_the_wait() {
 }
 
 #[test]
+fn the_command_gets_a_clean_signal_state_after_a_wait() {
+    // While waiting, synclock handles INT/TERM/HUP/QUIT/URG and blocks
+    // more; the command (cat, which changes nothing itself) must start
+    // with nothing blocked and only what synclock's parent ignored (SIGHUP
+    // under nohup: bit 0) ignored; SIGPIPE, which synclock ignores, at
+    // its default.
+    let env = TestEnv::new();
+    let mut holder = env.holder();
+    let mut cmd = env.synclock(["--", "cat", "/proc/self/status"]);
+    ignoring_sighup(&mut cmd);
+    let mut waiter = Bg::spawn(cmd);
+    waiter.expect_stderr("is held by");
+    holder.release();
+    let out = waiter.finish();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let field = |name: &str| {
+        let line = out.stdout.lines().find_map(|l| l.strip_prefix(name));
+        u64::from_str_radix(line.expect(name).trim(), 16).unwrap()
+    };
+    let bit = |signal: Signal| 1u64 << (signal as i32 - 1);
+    assert_eq!(field("SigBlk:"), 0, "{}", out.stdout);
+    let ignored = field("SigIgn:");
+    assert_eq!(
+        ignored & bit(Signal::SIGHUP),
+        bit(Signal::SIGHUP),
+        "{ignored:x}"
+    );
+    assert_eq!(ignored & bit(Signal::SIGPIPE), 0, "{ignored:x}");
+}
+
+#[test]
 fn sigterm_while_running_is_forwarded_and_status_returned() {
     let env = TestEnv::new();
     // The command traps TERM and exits 7: synclock must forward the signal
