@@ -75,7 +75,21 @@ pub fn spawn(
         .map(|entry| entry.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    spawn::spawn(&args[0], &argv, &envp, &signals.original_mask(), lock_fd).map_err(failed)
+    // SIGPIPE, which synclock ignores, and the signals that end a wait,
+    // whose handlers the wait installs (and has taken down again by now;
+    // SIGURG's it puts back as it found it). Ignored ones are not among
+    // them and stay ignored.
+    let mut defaults = signals.ending();
+    defaults.push(Signal::SIGPIPE);
+    spawn::spawn(
+        &args[0],
+        &argv,
+        &envp,
+        &signals.original_mask(),
+        &defaults,
+        lock_fd,
+    )
+    .map_err(failed)
 }
 
 /// Our environment's `NAME=value` entries, borrowed from the C library's

@@ -4,11 +4,11 @@
 //! parent takes no copy-on-write faults), but before exec the child asks
 //! for and resets the disposition of every one of the 64 signals: about 120
 //! system calls, 24 µs of the 63 µs a spawn of `true` takes on the
-//! development VM, on every hand-off. synclock knows which signals it ever
-//! gives a handler (see `signals.rs` and `wait.rs`), so the child here
-//! resets only those, and otherwise does what synclock asked of
-//! posix_spawnp: SIGPIPE back at its default, the original signal mask, one
-//! descriptor kept open across exec.
+//! development VM, on every hand-off. The caller knows which signals it
+//! ever gives a handler or ignores (see `child.rs`), so the child here sets
+//! only those back to their default, as posix_spawn's SETSIGDEF does, and
+//! otherwise does what synclock asked of posix_spawnp: the original signal
+//! mask, one descriptor kept open across exec.
 //!
 //! The child shares our memory until it execs (`CLONE_VM | CLONE_VFORK`; we
 //! are suspended meanwhile), so it runs only system calls and execvpe, on a
@@ -21,19 +21,8 @@ use std::os::fd::RawFd;
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
-
-/// Signals synclock installs handlers for at some point: the child resets
-/// any of these that has a handler when it is started. An ignored signal
-/// stays ignored, as exec keeps it.
-const HANDLED: [c_int; 5] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGURG,
-];
 
 /// Room for the child's stack: execvpe needs a path buffer (at most
 /// PATH_MAX) and, for a script without `#!`, a copy of argv.
@@ -45,20 +34,22 @@ struct Request<'a> {
     argv: &'a [*const c_char],
     envp: &'a [*const c_char],
     mask: libc::sigset_t,
+    defaults: &'a [Signal],
     keep_fd: RawFd,
     /// Written by the child when exec fails.
     errno: c_int,
 }
 
 /// Runs `program` (searched in PATH, as execvp does) with `argv` and `envp`
-/// (each NULL-terminated), signal mask `mask`, SIGPIPE at its default, and
-/// `keep_fd` open across exec. Returns the child's PID once it has exec'd;
+/// (each NULL-terminated), signal mask `mask`, the signals in `defaults` at
+/// their default disposition, and `keep_fd` open across exec. Returns the child's PID once it has exec'd;
 /// when exec fails, the child is reaped and its errno returned.
 pub fn spawn(
     program: &CStr,
     argv: &[*const c_char],
     envp: &[*const c_char],
     mask: &SigSet,
+    defaults: &[Signal],
     keep_fd: RawFd,
 ) -> Result<Pid, Errno> {
     assert!(argv.last().is_some_and(|p| p.is_null()) && envp.last().is_some_and(|p| p.is_null()));
@@ -67,6 +58,7 @@ pub fn spawn(
         argv,
         envp,
         mask: *mask.as_ref(),
+        defaults,
         keep_fd,
         errno: 0,
     };
@@ -119,17 +111,9 @@ extern "C" fn child(request: *mut c_void) -> c_int {
     // our own descriptor table; execvpe gets NULL-terminated arrays of C
     // strings that outlive it.
     unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        for signal in HANDLED {
-            if libc::sigaction(signal, std::ptr::null(), &mut action) == 0
-                && action.sa_sigaction != libc::SIG_DFL
-                && action.sa_sigaction != libc::SIG_IGN
-            {
-                action.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(signal, &action, std::ptr::null_mut());
-            }
+        for &signal in request.defaults {
+            libc::signal(signal as c_int, libc::SIG_DFL);
         }
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let flags = libc::fcntl(request.keep_fd, libc::F_GETFD);
         if flags < 0 || libc::fcntl(request.keep_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
             return fail(request);
@@ -155,11 +139,11 @@ fn fail(request: &mut Request<'_>) -> c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::signal::Signal;
     use nix::sys::wait::{WaitStatus, waitpid};
     use std::os::fd::AsRawFd;
 
-    /// Runs `sh -c script` through [`spawn`] and returns its exit code.
+    /// Runs `sh -c script` through [`spawn`] (SIGPIPE at its default) and
+    /// returns its exit code.
     fn sh(script: &str, mask: &SigSet, keep_fd: RawFd) -> i32 {
         let script = std::ffi::CString::new(script).unwrap();
         let argv = [
@@ -169,7 +153,7 @@ mod tests {
             std::ptr::null(),
         ];
         let envp = [c"PATH=/usr/bin:/bin".as_ptr(), std::ptr::null()];
-        let pid = spawn(c"sh", &argv, &envp, mask, keep_fd).expect("spawn sh");
+        let pid = spawn(c"sh", &argv, &envp, mask, &[Signal::SIGPIPE], keep_fd).expect("spawn sh");
         match waitpid(pid, None).unwrap() {
             WaitStatus::Exited(_, code) => code,
             other => panic!("{other:?}"),
@@ -191,21 +175,12 @@ mod tests {
     /// through [`spawn`] with `mask`, as its `exec grep` sees it.
     fn child_signals(name: &str, mask: &SigSet) -> u64 {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        let script = std::ffi::CString::new(format!(
+        let script = format!(
             "exec grep ^{name}: /proc/self/status >&{}",
             write.as_raw_fd()
-        ))
-        .unwrap();
-        let argv = [
-            c"sh".as_ptr(),
-            c"-c".as_ptr(),
-            script.as_ptr(),
-            std::ptr::null(),
-        ];
-        let envp = [c"PATH=/usr/bin:/bin".as_ptr(), std::ptr::null()];
-        let pid = spawn(c"sh", &argv, &envp, mask, write.as_raw_fd()).expect("spawn sh");
+        );
+        assert_eq!(sh(&script, mask, write.as_raw_fd()), 0);
         drop(write);
-        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 0));
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut text).unwrap();
         let value = text.trim().rsplit('\t').next().unwrap();
@@ -224,21 +199,15 @@ mod tests {
     #[test]
     fn a_failed_exec_is_its_errno() {
         let (fd, _other) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        let argv = [c"/nonexistent/program".as_ptr(), std::ptr::null()];
-        let envp = [std::ptr::null()];
-        let failed = spawn(
-            c"/nonexistent/program",
-            &argv,
-            &envp,
-            &SigSet::empty(),
-            fd.as_raw_fd(),
-        );
-        assert_eq!(failed, Err(Errno::ENOENT));
+        let run = |program: &CStr| {
+            let argv = [program.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null()];
+            spawn(program, &argv, &envp, &SigSet::empty(), &[], fd.as_raw_fd())
+        };
+        assert_eq!(run(c"/nonexistent/program"), Err(Errno::ENOENT));
         // Not executable (mode 0600), even for root.
         let plain = tempfile::NamedTempFile::new().unwrap();
         let path = std::ffi::CString::new(plain.path().as_os_str().as_encoded_bytes()).unwrap();
-        let argv = [path.as_ptr(), std::ptr::null()];
-        let failed = spawn(&path, &argv, &envp, &SigSet::empty(), fd.as_raw_fd());
-        assert_eq!(failed, Err(Errno::EACCES));
+        assert_eq!(run(&path), Err(Errno::EACCES));
     }
 }
