@@ -300,7 +300,7 @@ impl ProcDir {
     /// gone processes, and with EACCES for processes we may not inspect.
     pub fn executable_name<'b>(&self, pid: i32, buf: &'b mut [u8]) -> Result<&'b [u8], Errno> {
         use std::os::fd::AsRawFd;
-        let path = PidPath::new(pid, c"exe");
+        let path = PidPath::new(pid, "exe");
         // SAFETY: `path` is NUL-terminated; the kernel writes at most
         // `buf.len()` bytes into `buf`.
         let len = unsafe {
@@ -319,7 +319,7 @@ impl ProcDir {
     /// Reads the start of `pid`'s command line (NUL-separated words) into
     /// `buf` with one read; returns the length read.
     pub fn read_cmdline(&self, pid: i32, buf: &mut [u8]) -> Option<usize> {
-        let fd = self.open_file(pid, c"cmdline").ok()?;
+        let fd = self.open_file(PidPath::new(pid, "cmdline")).ok()?;
         nix::unistd::read(&fd, buf).ok()
     }
 
@@ -331,11 +331,8 @@ impl ProcDir {
     /// `buf` is too small, the PIDs that fit are returned (without the last,
     /// which may be cut).
     fn children(&self, pid: i32, buf: &mut [u8]) -> Vec<i32> {
-        let mut name = [0u8; 40];
-        let _ = write!(&mut name[..], "task/{pid}/children\0");
-        let name = CStr::from_bytes_until_nul(&name).unwrap_or(c"");
         let Some(len) = self
-            .open_file(pid, name)
+            .open_file(PidPath::new(pid, format_args!("task/{pid}/children")))
             .ok()
             .and_then(|fd| nix::unistd::read(&fd, buf).ok())
         else {
@@ -344,12 +341,11 @@ impl ProcDir {
         pid_list(&buf[..len], len == buf.len())
     }
 
-    /// Opens `/proc/PID/name` for reading, relative to our descriptor.
-    fn open_file(&self, pid: i32, name: &CStr) -> Result<OwnedFd, Errno> {
+    /// Opens `path` for reading, relative to our descriptor.
+    fn open_file(&self, path: PidPath) -> Result<OwnedFd, Errno> {
         use nix::fcntl::{OFlag, openat};
         use nix::sys::stat::Mode;
         use std::os::fd::AsFd;
-        let path = PidPath::new(pid, name);
         let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
         openat(self.0.as_fd(), path.as_c_str(), flags, Mode::empty())
     }
@@ -360,15 +356,11 @@ impl ProcDir {
 struct PidPath([u8; 64]);
 
 impl PidPath {
-    fn new(pid: i32, name: &CStr) -> Self {
+    fn new(pid: i32, name: impl std::fmt::Display) -> Self {
         let mut path = [0u8; 64];
-        let mut writer = &mut path[..];
-        // A name too long for the buffer is cut, and then not found.
-        let _ = write!(writer, "{pid}/");
-        let room = writer.len() - 1;
-        let name = name.to_bytes();
-        let cut = &name[..name.len().min(room)];
-        writer[..cut.len()].copy_from_slice(cut);
+        // The last byte stays NUL; a name too long for the rest is cut, and
+        // then not found.
+        let _ = write!(&mut path[..63], "{pid}/{name}");
         PidPath(path)
     }
 
@@ -426,7 +418,6 @@ fn ticks(count: u64) -> Duration {
 mod tests {
     use super::*;
     use nix::sys::stat::makedev;
-    use std::ffi::CString;
 
     const LOCKS: &str = "\
 1: FLOCK  ADVISORY  WRITE 4242 00:2a:5678 0 EOF
@@ -541,13 +532,12 @@ mod tests {
 
     #[test]
     fn pid_paths_are_relative_and_cut_to_fit() {
-        assert_eq!(PidPath::new(4242, c"exe").as_c_str(), c"4242/exe");
+        assert_eq!(PidPath::new(4242, "exe").as_c_str(), c"4242/exe");
         assert_eq!(
-            PidPath::new(7, c"task/7/children").as_c_str(),
+            PidPath::new(7, format_args!("task/{}/children", 7)).as_c_str(),
             c"7/task/7/children"
         );
-        let long = CString::new("x".repeat(100)).unwrap();
-        let path = PidPath::new(i32::MAX, &long);
+        let path = PidPath::new(i32::MAX, "x".repeat(100));
         assert_eq!(path.as_c_str().to_bytes().len(), 63);
         assert!(path.as_c_str().to_bytes().starts_with(b"2147483647/xxx"));
     }
