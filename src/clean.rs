@@ -55,38 +55,48 @@ pub struct Summary {
 /// reading the configuration stays off the hand-off path) and PORTAGE_TMPDIR.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// The repositories, locations as written (U).
-    repos: Vec<Repo>,
-    /// Each repository's location L, resolved when first needed: most runs
-    /// find nothing left behind and never need it, and resolving costs an
-    /// open, a readlink and an fstatfs per repository. `None` when the
-    /// repository cannot be cleaned.
-    resolved: Vec<OnceCell<Option<PathBuf>>>,
+    repos: Vec<Planned>,
     /// PORTAGE_TMPDIR.
     tmpdir: PathBuf,
+}
+
+/// One repository, its location as written (U) and, once asked for, L.
+#[derive(Debug)]
+struct Planned {
+    repo: Repo,
+    /// L, resolved when first needed: most runs find nothing left behind
+    /// and never need it, and resolving costs an open, a readlink and an
+    /// fstatfs. `None` when the repository cannot be cleaned.
+    resolved: OnceCell<Option<PathBuf>>,
+}
+
+impl Planned {
+    /// L, if the repository can be cleaned.
+    fn location(&self) -> Option<&Path> {
+        self.resolved
+            .get_or_init(|| location(&self.repo))
+            .as_deref()
+    }
 }
 
 impl Plan {
     /// A plan for `repos` and `tmpdir`.
     pub fn new(repos: Vec<Repo>, tmpdir: PathBuf) -> Self {
-        let resolved = repos.iter().map(|_| OnceCell::new()).collect();
-        Plan {
-            repos,
-            resolved,
-            tmpdir,
-        }
-    }
-
-    /// L of the repository at `index`, if it can be cleaned.
-    fn location(&self, index: usize) -> Option<&Path> {
-        self.resolved[index]
-            .get_or_init(|| location(&self.repos[index]))
-            .as_deref()
+        let repos = repos
+            .into_iter()
+            .map(|repo| Planned {
+                repo,
+                resolved: OnceCell::new(),
+            })
+            .collect();
+        Plan { repos, tmpdir }
     }
 
     /// The repositories that can be cleaned, each with L.
     fn located(&self) -> impl Iterator<Item = (&Repo, &Path)> {
-        (0..self.repos.len()).filter_map(|i| Some((&self.repos[i], self.location(i)?)))
+        self.repos
+            .iter()
+            .filter_map(|planned| Some((&planned.repo, planned.location()?)))
     }
 
     /// Every repository location, as written and as resolved: where rsync
@@ -106,17 +116,17 @@ pub fn run(plan: &Plan, interrupted: Option<&Record>, dry_run: bool) -> Summary 
         summary: Summary::default(),
         portage_uid: OnceCell::new(),
     };
-    for (index, repo) in plan.repos.iter().enumerate() {
-        if nothing_left_behind(repo) {
+    for planned in &plan.repos {
+        if nothing_left_behind(&planned.repo) {
             continue;
         }
-        if let Some(location) = plan.location(index) {
-            cleaner.repo(repo, location);
+        if let Some(location) = planned.location() {
+            cleaner.repo(&planned.repo, location);
         }
     }
     let gentoo = || {
-        let index = plan.repos.iter().position(|repo| repo.name == "gentoo")?;
-        plan.location(index)
+        let planned = plan.repos.iter().find(|p| p.repo.name == "gentoo")?;
+        planned.location()
     };
     cleaner.webrsync(&plan.tmpdir, gentoo);
     if let Some(record) = interrupted {
