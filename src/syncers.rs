@@ -9,7 +9,6 @@
 //! waits for the same lock (another such eix-sync). Waiting for them uses
 //! pidfds and poll(2): the kernel wakes us when they exit.
 
-use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -30,7 +29,8 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 
 /// Sync processes running outside synclock. `locations` gives the
 /// repositories (as written and resolved) under which rsync and git count,
-/// asked only when such a process is found; `lockfile` is the lock we hold.
+/// asked only when such a process is found (resolving costs system calls,
+/// and most scans meet none); `lockfile` is the lock we hold.
 ///
 /// A sync whose descendant holds or waits for that lock is not outside it:
 /// an unwrapped `eix-sync` whose wrapped `emerge --sync` queues behind us
@@ -43,7 +43,7 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 /// other process costs one readlink of its executable, and only
 /// interpreters and sync tools have their command line read (into one
 /// buffer, judged without allocating); only matches are read further.
-pub fn find(locations: impl FnOnce() -> Vec<PathBuf>, lockfile: &Path) -> Vec<Process> {
+pub fn find(locations: impl Fn() -> Vec<PathBuf>, lockfile: &Path) -> Vec<Process> {
     let me = std::process::id() as i32;
     let Ok(proc_dir) = procfs::ProcDir::open() else {
         return Vec::new();
@@ -53,10 +53,6 @@ pub fn find(locations: impl FnOnce() -> Vec<PathBuf>, lockfile: &Path) -> Vec<Pr
     // Most of /proc is kernel threads on many machines; they are skipped
     // without opening anything.
     let kernel = procfs::kernel_threads(&proc_dir, &mut buf);
-    // Resolving the locations costs system calls per repository; most
-    // scans meet no rsync or git and never need them.
-    let mut ask = Some(locations);
-    let known = OnceCell::new();
     let mut candidates = Vec::new();
     for pid in proc_dir.pids(&mut buf) {
         if pid == me || kernel.binary_search(&pid).is_ok() {
@@ -78,11 +74,7 @@ pub fn find(locations: impl FnOnce() -> Vec<PathBuf>, lockfile: &Path) -> Vec<Pr
             .filter(|w| !w.is_empty())
             .filter_map(|w| std::str::from_utf8(w).ok())
             .collect();
-        let locations = || {
-            let known = known.get_or_init(|| ask.take().map(|ask| ask()).unwrap_or_default());
-            known.as_slice()
-        };
-        if is_sync(pid, &words, locations) {
+        if is_sync(pid, &words, &locations) {
             candidates.push(pid);
         }
     }
@@ -129,7 +121,7 @@ fn basename(word: &str) -> &str {
 
 /// Whether process `pid` running `words` is a sync, judged by its command
 /// line (and, for rsync and git, by its arguments and working directory).
-fn is_sync<'l>(pid: i32, words: &[&str], locations: impl FnOnce() -> &'l [PathBuf]) -> bool {
+fn is_sync(pid: i32, words: &[&str], locations: &dyn Fn() -> Vec<PathBuf>) -> bool {
     if words
         .first()
         .is_none_or(|argv0| basename(argv0) == "synclock")
@@ -145,7 +137,7 @@ fn is_sync<'l>(pid: i32, words: &[&str], locations: impl FnOnce() -> &'l [PathBu
             Some(Program::Emerge) if followed_by(i, "--sync") => return true,
             Some(Program::Maint) if followed_by(i, "sync") => return true,
             Some(Program::Sync) => return true,
-            Some(Program::Tool) => return works_under(pid, &words[i + 1..], locations()),
+            Some(Program::Tool) => return works_under(pid, &words[i + 1..], &locations()),
             _ => {}
         }
     }
@@ -283,7 +275,7 @@ mod tests {
     #[test]
     fn recognises_sync_command_lines() {
         let repos = [PathBuf::from("/var/db/repos/gentoo")];
-        let sync = |words: &[&str]| is_sync(-1, words, || &repos[..]);
+        let sync = |words: &[&str]| is_sync(-1, words, &|| repos.to_vec());
         assert!(sync(&["emerge", "--sync"]));
         assert!(sync(&[
             "/usr/bin/python3.12",
