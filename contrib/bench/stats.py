@@ -24,6 +24,18 @@ def alternate(path):
         print(f"{quantile(times[index], 0.5):.3f} {quantile(times[index], 0.99):.3f}")
 
 
+def rounds(path):
+    """Quartiles of the per-round ratio of the first command's time to the
+    second's in an `alternate` output of two commands run in turns: how far
+    a median ratio near a goal can be trusted."""
+    times = {}
+    for line in open(path):
+        index, nanos = line.split()
+        times.setdefault(int(index), []).append(int(nanos))
+    ratios = [a / b for a, b in zip(times[0], times[1])]
+    print(f"{quantile(ratios, 0.25):.2f}-{quantile(ratios, 0.75):.2f}")
+
+
 def handoff(*paths):
     """Gaps (ms) between one section's end and the next one's start, within
     each file (one block of sections) and pooled over the files."""
@@ -35,4 +47,4 @@ def handoff(*paths):
     print(f"{len(gaps)} {quantile(gaps, 0.5):.3f} {quantile(gaps, 0.99):.3f} {overlaps}")
 
 
-{"alternate": alternate, "handoff": handoff}[sys.argv[1]](*sys.argv[2:])
+{"alternate": alternate, "rounds": rounds, "handoff": handoff}[sys.argv[1]](*sys.argv[2:])
