@@ -14,12 +14,19 @@ def quantile(values, q):
     return values[low] + (values[high] - values[low]) * (pos - low)
 
 
-def alternate(path):
-    """median and p99 (ms) of each command in an `alternate` output."""
+def runs(path):
+    """The wall times (ms) of each command in an `alternate` output, by
+    command index, in the order of the rounds."""
     times = {}
     for line in open(path):
         index, nanos = line.split()
         times.setdefault(int(index), []).append(int(nanos) / 1e6)
+    return times
+
+
+def alternate(path):
+    """median and p99 (ms) of each command in an `alternate` output."""
+    times = runs(path)
     for index in sorted(times):
         print(f"{quantile(times[index], 0.5):.3f} {quantile(times[index], 0.99):.3f}")
 
@@ -28,10 +35,7 @@ def rounds(path):
     """Quartiles of the per-round ratio of the first command's time to the
     second's in an `alternate` output of two commands run in turns: how far
     a median ratio near a goal can be trusted."""
-    times = {}
-    for line in open(path):
-        index, nanos = line.split()
-        times.setdefault(int(index), []).append(int(nanos))
+    times = runs(path)
     ratios = [a / b for a, b in zip(times[0], times[1])]
     print(f"{quantile(ratios, 0.25):.2f}-{quantile(ratios, 0.75):.2f}")
 
