@@ -32,12 +32,12 @@ def alternate(path):
 
 
 def rounds(path):
-    """Quartiles of the per-round ratio of the first command's time to the
-    second's in an `alternate` output of two commands run in turns: how far
-    a median ratio near a goal can be trusted."""
+    """Quartiles (p25/p50/p75) of the per-round ratio of the first command's
+    time to the second's in an `alternate` output of two commands run in
+    turns: how far a ratio of medians near a goal can be trusted."""
     times = runs(path)
     ratios = [a / b for a, b in zip(times[0], times[1])]
-    print(f"{quantile(ratios, 0.25):.2f}-{quantile(ratios, 0.75):.2f}")
+    print("/".join(f"{quantile(ratios, q):.2f}" for q in (0.25, 0.5, 0.75)))
 
 
 def handoff(*paths):
