@@ -280,14 +280,13 @@ impl ProcDir {
         let fd = self.0.as_raw_fd();
         let mut pids = Vec::with_capacity(256);
         // SAFETY: lseek on our own open descriptor; from the start again.
-        if unsafe { nix::libc::lseek(fd, 0, nix::libc::SEEK_SET) } != 0 {
+        if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } != 0 {
             return pids;
         }
         loop {
             // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-            let len = unsafe {
-                nix::libc::syscall(nix::libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len())
-            };
+            let len =
+                unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
             match usize::try_from(len) {
                 Ok(0) | Err(_) => return pids,
                 Ok(len) => pids.extend(dirent_names(&buf[..len]).filter_map(parse_pid)),

@@ -320,13 +320,8 @@ fn a_signal_inherited_as_ignored_does_not_end_the_wait_for_an_outside_sync() {
     let p = Portage::exclusive();
     let mut emerge = p.unwrapped_emerge_sync();
     let ran = p.path("ran");
-    let mut cmd = p.synclock(["--wait", "1m", "--", "touch", ran.to_str().unwrap()]);
-    ignoring_sighup(&mut cmd);
-    let mut wrapped = Bg::spawn(cmd);
-    wrapped.expect_stderr("which runs outside synclock");
-    wrapped.signal(Signal::SIGHUP);
-    emerge.release();
-    let out = wrapped.finish();
+    let cmd = p.synclock(["--wait", "1m", "--", "touch", ran.to_str().unwrap()]);
+    let out = sighup_while_waiting_under_nohup(cmd, "which runs outside synclock", &mut emerge);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(ran.exists(), "the command did not run");
 }

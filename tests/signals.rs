@@ -69,13 +69,8 @@ fn a_signal_inherited_as_ignored_does_not_end_the_wait() {
     let env = TestEnv::new();
     let mut holder = env.holder();
     let ran = env.path("ran");
-    let mut cmd = env.synclock(["--wait", "1m", "--", "touch", ran.to_str().unwrap()]);
-    ignoring_sighup(&mut cmd);
-    let mut waiter = Bg::spawn(cmd);
-    waiter.expect_stderr("is held by");
-    waiter.signal(Signal::SIGHUP);
-    holder.release();
-    let out = waiter.finish();
+    let cmd = env.synclock(["--wait", "1m", "--", "touch", ran.to_str().unwrap()]);
+    let out = sighup_while_waiting_under_nohup(cmd, "is held by", &mut holder);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(ran.exists(), "the command did not run");
 }

@@ -147,6 +147,22 @@ pub fn ignoring_sighup(cmd: &mut Command) {
     }
 }
 
+/// Runs `cmd` in the background with SIGHUP ignored (as under `nohup`)
+/// until it says `waiting` on stderr, sends it SIGHUP, releases `blocker`
+/// (what it waits for) and returns how it ended.
+pub fn sighup_while_waiting_under_nohup(
+    mut cmd: Command,
+    waiting: &str,
+    blocker: &mut Bg,
+) -> Finished {
+    ignoring_sighup(&mut cmd);
+    let mut waiter = Bg::spawn(cmd);
+    waiter.expect_stderr(waiting);
+    waiter.signal(Signal::SIGHUP);
+    blocker.release();
+    waiter.finish()
+}
+
 /// A process running in the background, its output lines collected.
 pub struct Bg {
     pub child: Option<Child>,
