@@ -1,6 +1,6 @@
 //! What synclock does for each command line: the order of lock, run, release.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,6 +24,7 @@ use crate::signals::Signals;
 use crate::status;
 use crate::syncers::{self, Gone};
 use crate::wait::{self, Outcome};
+use crate::waiters;
 
 /// Carries out the parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, Error> {
@@ -44,6 +45,9 @@ enum Held {
         fd: OwnedFd,
         /// The lockfile's owner.
         owner: u32,
+        /// Our slot in the lockfile, written while we waited: cleared once
+        /// our command has started (see `waiters.rs`).
+        registration: Option<waiters::Registration>,
     },
     /// Inherited from an outer synclock on the same lockfile.
     Inherited(RawFd),
@@ -54,6 +58,20 @@ impl Held {
         match self {
             Held::Own { fd, .. } => fd.as_raw_fd(),
             Held::Inherited(fd) => *fd,
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: our own descriptor, or one inherited from the outer
+        // synclock that `nested` checked is open; neither is closed while
+        // `self` lives.
+        unsafe { BorrowedFd::borrow_raw(self.raw()) }
+    }
+
+    /// Clears our slot among the waiters, if we wrote one: we wait no more.
+    fn stop_waiting(&mut self) {
+        if let Held::Own { registration, .. } = self {
+            registration.take();
         }
     }
 }
@@ -77,7 +95,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         .collect();
     // Everything the holder record says but its time, also before waiting.
     let record = inherited.is_none().then(|| holder_record(&words));
-    let held = match take_lock(cli, &signals, &command_line, inherited)? {
+    let mut held = match take_lock(cli, &signals, &command_line, inherited)? {
         Ok(held) => held,
         Err(code) => return Ok(code),
     };
@@ -99,15 +117,19 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     }
     if let Some(owner) = owner {
         let interrupted = record::read(path, owner);
-        let cleaning = !cli.no_clean;
+        let cleaning = if cli.no_clean {
+            Cleaning::Off
+        } else {
+            Cleaning::On
+        };
         let prepared = prepare(
             cli,
             &signals,
+            held.fd(),
             start,
             plan.as_ref(),
             interrupted.as_ref(),
             cleaning,
-            false,
         )?;
         if let Prepared::Stop(code) = prepared {
             return Ok(code);
@@ -137,7 +159,8 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
             return Err(err);
         }
     };
-    // Read while the command runs: we hold the lock, nobody else writes it.
+    // While the command runs: we hold the lock, nobody else writes these.
+    held.stop_waiting();
     let earlier_runs = owner.map(|owner| runs.take().unwrap_or_else(|| history::read(path, owner)));
     let status = child::supervise(child, &signals)?;
     if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
@@ -230,7 +253,7 @@ fn run_clean(cli: &Cli, dry_run: bool) -> Result<u8, Error> {
     let signals = Signals::block()?;
     let inherited = nested::inherited_lock(&cli.lockfile);
     let plan = plan(cli);
-    let held = match take_lock(cli, &signals, "cleaning", inherited)? {
+    let mut held = match take_lock(cli, &signals, "cleaning", inherited)? {
         Ok(held) => held,
         Err(code) => return Ok(code),
     };
@@ -241,15 +264,20 @@ fn run_clean(cli: &Cli, dry_run: bool) -> Result<u8, Error> {
     let summary = match prepare(
         cli,
         &signals,
+        held.fd(),
         start,
         plan.as_ref(),
         interrupted.as_ref(),
-        true,
-        dry_run,
+        if dry_run {
+            Cleaning::DryRun
+        } else {
+            Cleaning::On
+        },
     )? {
         Prepared::Stop(code) => return Ok(code),
         Prepared::Go(summary) => summary.unwrap_or_default(),
     };
+    held.stop_waiting();
     if interrupted.is_some() && !dry_run {
         record::remove(&cli.lockfile);
     }
@@ -289,7 +317,11 @@ fn take_lock(
     }
     let (fd, owner) = lockfile::open_checked(path)?;
     let wait = cli.wait_policy();
-    let outcome = wait::acquire(fd, path, wait, signals, || report_busy(path, wait));
+    let mut registration = None;
+    let outcome = wait::acquire(fd, path, wait, signals, |fd| {
+        registration = waiters::register(fd);
+        report_busy(path, wait);
+    });
     match outcome? {
         Outcome::Acquired(fd, waited) => {
             msg::verbose(format_args!(
@@ -297,7 +329,11 @@ fn take_lock(
                 path.display(),
                 msg::duration(waited)
             ));
-            Ok(Ok(Held::Own { fd, owner }))
+            Ok(Ok(Held::Own {
+                fd,
+                owner,
+                registration,
+            }))
         }
         Outcome::Busy(waited) => {
             report_conflict(path, wait, waited);
@@ -338,19 +374,31 @@ fn plan(cli: &Cli) -> Option<clean::Plan> {
     }
 }
 
-/// Inside the lock, before the command: wait for syncs running outside
-/// synclock (they must not overlap ours), then clean if `cleaning`.
+/// What to do about stale sync leftovers once the lock is had.
+#[derive(Clone, Copy)]
+enum Cleaning {
+    /// Nothing (`--no-clean`).
+    Off,
+    /// Remove them.
+    On,
+    /// Say what would be removed (`clean --dry-run`).
+    DryRun,
+}
+
+/// Inside the lock (held through `lock`), before the command: wait for
+/// syncs running outside synclock (they must not overlap ours), then clean
+/// as `cleaning` says.
 fn prepare(
     cli: &Cli,
     signals: &Signals,
+    lock: BorrowedFd<'_>,
     start: Instant,
     plan: Option<&clean::Plan>,
     interrupted: Option<&Record>,
-    cleaning: bool,
-    dry_run: bool,
+    cleaning: Cleaning,
 ) -> Result<Prepared, Error> {
     let locations = || plan.map(clean::Plan::locations).unwrap_or_default();
-    let outside = syncers::find(locations, &cli.lockfile);
+    let outside = syncers::find(locations, &cli.lockfile, lock);
     if !outside.is_empty() {
         return Ok(match wait_for_outside(cli, signals, start, &outside)? {
             Some(code) => Prepared::Stop(code),
@@ -358,8 +406,9 @@ fn prepare(
         });
     }
     let summary = match (cleaning, plan) {
-        (true, Some(plan)) => Some(clean::run(plan, interrupted, dry_run)),
-        _ => None,
+        (Cleaning::On, Some(plan)) => Some(clean::run(plan, interrupted, false)),
+        (Cleaning::DryRun, Some(plan)) => Some(clean::run(plan, interrupted, true)),
+        (Cleaning::Off, _) | (_, None) => None,
     };
     Ok(Prepared::Go(summary))
 }

@@ -30,6 +30,7 @@ mod status;
 mod syncers;
 mod users;
 mod wait;
+mod waiters;
 
 use std::ffi::{c_char, c_int};
 

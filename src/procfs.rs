@@ -227,8 +227,32 @@ pub fn user_of(location: &Path) -> Option<Process> {
 pub fn pids() -> Vec<i32> {
     let mut buf = [0u8; 8192];
     ProcDir::open()
-        .map(|dir| dir.pids(&mut buf))
+        .map(|dir| dir.list(&mut buf).into_iter().map(|p| p.pid).collect())
         .unwrap_or_default()
+}
+
+/// The inode number of the /proc directory of `pid`, or of this process for
+/// `None`. /proc gives each process its own inode for as long as the
+/// process lives, so a PID with this number names one process, across PID
+/// reuse; listing /proc reports the same numbers (see [`Listed`]).
+pub fn directory_inode(pid: Option<i32>) -> Option<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}"),
+        None => "/proc/self".to_string(),
+    };
+    nix::sys::stat::stat(path.as_str())
+        .ok()
+        .map(|stat| stat.st_ino)
+}
+
+/// A process as listed in /proc: its PID and the inode number of its
+/// directory, which tells it apart from a later process with the same PID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    /// The PID.
+    pub pid: i32,
+    /// The inode number of `/proc/PID`.
+    pub inode: u64,
 }
 
 /// The direct children of `pid`, if the kernel lists them.
@@ -272,26 +296,36 @@ impl ProcDir {
         open("/proc", flags, Mode::empty()).map(ProcDir)
     }
 
-    /// The PIDs in /proc, listed with getdents64 on our descriptor into the
-    /// caller's `buf`: a DIR stream would cost a second descriptor, three
-    /// more system calls and a fresh 32 KiB buffer, on the hand-off path.
-    pub fn pids(&self, buf: &mut [u8]) -> Vec<i32> {
+    /// The processes in /proc, in PID order, listed with getdents64 on our
+    /// descriptor into the caller's `buf`: a DIR stream would cost a second
+    /// descriptor, three more system calls and a fresh 32 KiB buffer, on
+    /// the hand-off path.
+    pub fn list(&self, buf: &mut [u8]) -> Vec<Listed> {
         use std::os::fd::AsRawFd;
         let fd = self.0.as_raw_fd();
-        let mut pids = Vec::with_capacity(256);
+        let mut listed = Vec::with_capacity(256);
         // SAFETY: lseek on our own open descriptor; from the start again.
         if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } != 0 {
-            return pids;
+            return listed;
         }
         loop {
             // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
             let len =
                 unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
             match usize::try_from(len) {
-                Ok(0) | Err(_) => return pids,
-                Ok(len) => pids.extend(dirent_names(&buf[..len]).filter_map(parse_pid)),
+                Ok(0) | Err(_) => break,
+                Ok(len) => {
+                    listed.extend(dirents(&buf[..len]).filter_map(|(inode, name)| {
+                        parse_pid(name).map(|pid| Listed { pid, inode })
+                    }))
+                }
             }
         }
+        // The kernel lists PIDs in order; the scan's lookups rely on it.
+        if !listed.is_sorted_by_key(|p| p.pid) {
+            listed.sort_unstable_by_key(|p| p.pid);
+        }
+        listed
     }
 
     /// The file name of `pid`'s executable, without a " (deleted)" suffix,
@@ -372,18 +406,19 @@ impl PidPath {
     }
 }
 
-/// The names in a getdents64 buffer: each `linux_dirent64` record is
-/// d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1), then the
-/// NUL-terminated name, padded to d_reclen.
-fn dirent_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// The inode numbers and names in a getdents64 buffer: each
+/// `linux_dirent64` record is d_ino (8 bytes), d_off (8), d_reclen (2),
+/// d_type (1), then the NUL-terminated name, padded to d_reclen.
+fn dirents(buf: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     const NAME: usize = 19;
     let mut at = 0;
     std::iter::from_fn(move || {
         let record = buf.get(at..)?;
         let reclen = usize::from(u16::from_ne_bytes([*record.get(16)?, *record.get(17)?]));
         let name = record.get(NAME..reclen)?;
+        let inode = u64::from_ne_bytes(record.get(..8)?.try_into().ok()?);
         at += reclen;
-        Some(name.split(|b| *b == 0).next().unwrap_or(name))
+        Some((inode, name.split(|b| *b == 0).next().unwrap_or(name)))
     })
 }
 
@@ -476,13 +511,20 @@ mod tests {
     fn the_pid_list_has_this_process_and_no_other_entries() {
         let dir = ProcDir::open().expect("/proc");
         let mut buf = [0u8; 4096];
-        let pids = dir.pids(&mut buf);
+        let listed = dir.list(&mut buf);
+        let pids: Vec<i32> = listed.iter().map(|p| p.pid).collect();
         assert!(pids.contains(&(std::process::id() as i32)));
         assert!(pids.contains(&1));
+        assert!(pids.is_sorted());
+        // Each inode is the one stat reports for the directory.
+        let me = std::process::id() as i32;
+        let mine = listed.iter().find(|p| p.pid == me).unwrap();
+        assert_eq!(Some(mine.inode), directory_inode(Some(me)));
+        assert_eq!(Some(mine.inode), directory_inode(None));
         // Listing again starts from the beginning.
-        assert!(dir.pids(&mut buf).contains(&1));
+        assert!(dir.list(&mut buf).iter().any(|p| p.pid == 1));
         // A buffer that holds a few entries at a time lists them all.
-        assert!(dir.pids(&mut [0; 64]).len().abs_diff(pids.len()) < 20);
+        assert!(dir.list(&mut [0; 64]).len().abs_diff(pids.len()) < 20);
         let listed = std::fs::read_dir("/proc")
             .unwrap()
             .filter(|e| {
@@ -505,19 +547,22 @@ mod tests {
     #[test]
     fn dirent_records_are_split_by_their_length() {
         let mut buf = Vec::new();
-        for name in ["123", "self", "4567890"] {
+        for (inode, name) in [(7u64, "123"), (8, "self"), (u64::MAX, "4567890")] {
             let reclen = (19 + name.len() + 1).next_multiple_of(8);
             let mut record = vec![0u8; reclen];
+            record[..8].copy_from_slice(&inode.to_ne_bytes());
             record[16..18].copy_from_slice(&(reclen as u16).to_ne_bytes());
             record[19..19 + name.len()].copy_from_slice(name.as_bytes());
             buf.extend(record);
         }
-        let names: Vec<&[u8]> = dirent_names(&buf).collect();
+        let inodes: Vec<u64> = dirents(&buf).map(|(inode, _)| inode).collect();
+        assert_eq!(inodes, [7, 8, u64::MAX]);
+        let names: Vec<&[u8]> = dirents(&buf).map(|(_, name)| name).collect();
         assert_eq!(names, [&b"123"[..], b"self", b"4567890"]);
         let pids: Vec<i32> = names.into_iter().filter_map(parse_pid).collect();
         assert_eq!(pids, [123, 4567890]);
         // A record claiming length 0 ends the walk instead of looping.
-        assert_eq!(dirent_names(&[0u8; 24]).count(), 0);
+        assert_eq!(dirents(&[0u8; 24]).count(), 0);
     }
 
     #[test]

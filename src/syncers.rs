@@ -10,7 +10,7 @@
 //! pidfds and poll(2): the kernel wakes us when they exit.
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,8 +21,9 @@ use nix::sys::signal::Signal;
 
 use crate::error::Error;
 use crate::lockfile;
-use crate::procfs::{self, Process};
+use crate::procfs::{self, Listed, Process};
 use crate::signals::Signals;
+use crate::waiters;
 
 /// Programs that are a sync whatever their arguments.
 const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "eix-sync"];
@@ -30,7 +31,8 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 /// Sync processes running outside synclock. `locations` gives the
 /// repositories (as written and resolved) under which rsync and git count,
 /// asked only when such a process is found (resolving costs system calls,
-/// and most scans meet none); `lockfile` is the lock we hold.
+/// and most scans meet none); `lockfile` is the lock we hold, open on
+/// `lock`.
 ///
 /// A sync whose descendant holds or waits for that lock is not outside it:
 /// an unwrapped `eix-sync` whose wrapped `emerge --sync` queues behind us
@@ -39,23 +41,36 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 /// the whole `--wait`). Like our own ancestors, such syncs are not counted.
 ///
 /// Looking at every process is the cost of this safety check, so it is
-/// kept small: kernel threads are skipped without a system call, every
-/// other process costs one readlink of its executable, and only
-/// interpreters and sync tools have their command line read (into one
+/// kept small: kernel threads are skipped without a system call, and so
+/// are our parent and the waiters that wrote themselves into the lockfile
+/// with their parents (see `waiters.rs`), each checked against the listing
+/// of /proc. Every other process costs one readlink of its executable, and
+/// only interpreters and sync tools have their command line read (into one
 /// buffer, judged without allocating); only matches are read further.
-pub fn find(locations: impl Fn() -> Vec<PathBuf>, lockfile: &Path) -> Vec<Process> {
+pub fn find(
+    locations: impl Fn() -> Vec<PathBuf>,
+    lockfile: &Path,
+    lock: BorrowedFd<'_>,
+) -> Vec<Process> {
     let me = std::process::id() as i32;
     let Ok(proc_dir) = procfs::ProcDir::open() else {
         return Vec::new();
     };
     // One buffer for every read: each fresh page of stack costs a fault.
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; waiters::SIZE];
+    // Those queued for the lock wrote themselves into the lockfile.
+    let waiters = waiters::read(lock, &mut buf);
     // Most of /proc is kernel threads on many machines; they are skipped
     // without opening anything.
     let kernel = procfs::kernel_threads(&proc_dir, &mut buf);
+    let listed = proc_dir.list(&mut buf);
+    let taking_part = waiters::participants(&listed, &waiters);
+    // Our parent is one of our ancestors, which never count, whatever
+    // they run.
+    let parent = nix::unistd::getppid().as_raw();
     let mut candidates = Vec::new();
-    for pid in proc_dir.pids(&mut buf) {
-        if pid == me || kernel.binary_search(&pid).is_ok() {
+    for (&Listed { pid, .. }, taking_part) in listed.iter().zip(taking_part) {
+        if taking_part || pid == me || pid == parent || kernel.binary_search(&pid).is_ok() {
             continue;
         }
         // The executable's name is cheaper to read than the command line

@@ -400,6 +400,52 @@ fn unwrapped_syncs_whose_wrapped_part_queues_for_the_lock_are_not_waited_for() {
 }
 
 #[test]
+fn a_dead_waiters_slot_does_not_hide_its_unwrapped_parent() {
+    // An unwrapped eix-sync whose wrapped part was killed while it waited:
+    // the wrapped part's slot stays in the lockfile, naming eix-sync as its
+    // parent, but a slot counts only while its waiter lives.
+    let p = Portage::exclusive();
+    p.write(
+        "bin/eix-sync",
+        "#!/bin/sh\n\"$@\"\necho wrapped part ended\nread _ || true\n",
+    );
+    fs::set_permissions(p.path("bin/eix-sync"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut holder = Bg::spawn(p.synclock(["--", "sh", "-c", "echo locked; read _ || true"]));
+    holder.expect_stdout("locked");
+    let mut eix_sync = Bg::spawn({
+        let mut cmd = hermetic(p.path("bin/eix-sync"));
+        let wrapped = p.synclock(["--wait", "1m", "--", "true"]);
+        cmd.arg(wrapped.get_program()).args(wrapped.get_args());
+        cmd.envs(wrapped.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        cmd
+    });
+    eix_sync.expect_stderr("is held by");
+    let wrapped = children_of(eix_sync.pid.as_raw());
+    assert_eq!(wrapped.len(), 1, "{wrapped:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(wrapped[0]), Signal::SIGKILL).unwrap();
+    eix_sync.expect_stdout("wrapped part ended");
+    let lockfile = fs::read(p.env.lockfile()).unwrap();
+    let at = 32 + (wrapped[0] as usize % 127) * 32;
+    assert_eq!(
+        lockfile[at..at + 4],
+        wrapped[0].to_le_bytes(),
+        "the killed waiter's slot is still there"
+    );
+    holder.release();
+    assert_eq!(holder.finish().code(), Some(0));
+
+    let out = run(p.synclock(["-n", "--", "true"]));
+    assert_eq!(out.code(), Some(75), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("PID {} (", eix_sync.pid)),
+        "{}",
+        out.stderr
+    );
+    eix_sync.release();
+    eix_sync.finish();
+}
+
+#[test]
 fn malformed_repos_conf_cleans_nothing_but_runs_the_command() {
     let p = Portage::new();
     p.rsync_repo("gentoo", 3);

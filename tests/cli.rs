@@ -14,3 +14,4 @@ mod shims;
 mod signals;
 mod startup;
 mod stress;
+mod waiters;

@@ -1,0 +1,318 @@
+//! Who waits for the lock, written into the lockfile itself, so that the
+//! holder's scan for outside syncs can pass over them without a look.
+//!
+//! The scan (see `syncers.rs`) does not count the processes that take part
+//! in the lock: those that hold or wait for it, and their ancestors. It
+//! still has to look at each of them to learn that: a readlink of the
+//! executable, and for a shell a read of its command line. With syncs
+//! queued for the lock that is most of the scan, and the scan lies between
+//! one holder's release and the next one's command.
+//!
+//! So a synclock that finds the lock busy writes a slot into the lockfile
+//! before it waits: its PID and its parent's, each with the inode number of
+//! its /proc directory. /proc keeps one inode for a process as long as it
+//! lives, and a later process with the same PID gets another, so the pair
+//! names one process; the holder's listing of /proc reports every
+//! process's pair for free. A slot counts only while its waiter is listed
+//! with the same pair, and its parent only while that one is too (a
+//! process's parent changes only when the parent dies). The waiter clears
+//! its slot once its command has started, or when it stops waiting.
+//!
+//! What the slots can and cannot do:
+//! - Only the lockfile's owner can write them (the lockfile is 0600 and
+//!   checked on open), and synclock writes only into a lockfile that is
+//!   empty or starts with [`HEADER`]: never into a file that someone gave
+//!   as `--lockfile` and that holds anything else.
+//! - Each slot is sealed with a hash of its fields, so a slot read while
+//!   it is being written (readers take no lock), or bytes that are not a
+//!   slot, count as no slot.
+//! - A lost slot (two waiters whose PIDs share a slot, a failed write, a
+//!   waiter in another PID namespace) only means that the waiter and its
+//!   parent are looked at like any other process. The slots can save the
+//!   scan work; they can never make it miss a sync.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::sys::uio::{pread, pwrite};
+
+use crate::procfs::{self, Listed};
+
+/// The start of a lockfile that holds waiters' slots.
+const HEADER: [u8; HEADER_SIZE] = *b"synclock waiters 1\n\0\0\0\0\0\0\0\0\0\0\0\0\0";
+const HEADER_SIZE: usize = 32;
+/// PID, parent PID (4 bytes each), the two inode numbers and the seal (8
+/// bytes each), little-endian.
+const SLOT_SIZE: usize = 32;
+/// Slots in all: with the header, one 4 KiB page.
+const SLOTS: usize = 127;
+/// The most a lockfile with slots holds.
+pub const SIZE: usize = HEADER_SIZE + SLOTS * SLOT_SIZE;
+
+/// One waiter as its slot says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    /// The waiting synclock.
+    pub waiter: Listed,
+    /// Its parent when it registered; PID 0 when it has none it can name
+    /// (a parent in another PID namespace).
+    pub parent: Listed,
+}
+
+impl Waiter {
+    fn encode(&self) -> [u8; SLOT_SIZE] {
+        let mut slot = [0u8; SLOT_SIZE];
+        slot[0..4].copy_from_slice(&self.waiter.pid.to_le_bytes());
+        slot[4..8].copy_from_slice(&self.parent.pid.to_le_bytes());
+        slot[8..16].copy_from_slice(&self.waiter.inode.to_le_bytes());
+        slot[16..24].copy_from_slice(&self.parent.inode.to_le_bytes());
+        let seal = seal(&slot[..24]);
+        slot[24..32].copy_from_slice(&seal.to_le_bytes());
+        slot
+    }
+
+    fn decode(slot: &[u8]) -> Option<Waiter> {
+        let field = |range: std::ops::Range<usize>| slot.get(range);
+        let seal = u64::from_le_bytes(field(24..32)?.try_into().ok()?);
+        if seal != self::seal(field(0..24)?) {
+            return None;
+        }
+        let pid = |at: usize| i32::from_le_bytes(slot[at..at + 4].try_into().unwrap_or_default());
+        let inode = |at: usize| u64::from_le_bytes(slot[at..at + 8].try_into().unwrap_or_default());
+        let waiter = Waiter {
+            waiter: Listed {
+                pid: pid(0),
+                inode: inode(8),
+            },
+            parent: Listed {
+                pid: pid(4),
+                inode: inode(16),
+            },
+        };
+        (waiter.waiter.pid > 0 && waiter.parent.pid >= 0).then_some(waiter)
+    }
+}
+
+/// A hash of a slot's fields (FNV-1a, 64 bits, with the format's own start
+/// value so that an all-zero slot is no slot).
+fn seal(fields: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    fields.iter().fold(
+        0xcbf2_9ce4_8422_2325 ^ 0x5359_4e43_4c4f_434b,
+        |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME),
+    )
+}
+
+/// Where the slot of `pid` starts in the lockfile.
+fn offset_of(pid: i32) -> i64 {
+    let index = pid.unsigned_abs() as usize % SLOTS;
+    (HEADER_SIZE + index * SLOT_SIZE) as i64
+}
+
+/// This process's slot in the lockfile, cleared when dropped. It keeps a
+/// descriptor of its own for the lockfile (a duplicate of the locked one,
+/// close-on-exec), so that it can outlive whichever code path took the lock.
+#[derive(Debug)]
+pub struct Registration {
+    fd: OwnedFd,
+    slot: [u8; SLOT_SIZE],
+}
+
+/// Writes this process's slot into the lockfile open on `lock`, unless the
+/// file holds something other than slots; `None` when nothing was written.
+pub fn register(lock: BorrowedFd<'_>) -> Option<Registration> {
+    let me = Listed {
+        pid: std::process::id() as i32,
+        inode: procfs::directory_inode(None)?,
+    };
+    let parent = parent().unwrap_or(Listed { pid: 0, inode: 0 });
+    let mut start = [0u8; HEADER_SIZE];
+    match pread(lock, &mut start, 0).ok()? {
+        0 => {
+            if pwrite(lock, &HEADER, 0).ok()? != HEADER_SIZE {
+                return None;
+            }
+        }
+        HEADER_SIZE if start == HEADER => {}
+        _ => return None,
+    }
+    let slot = Waiter { waiter: me, parent }.encode();
+    if pwrite(lock, &slot, offset_of(me.pid)).ok()? != SLOT_SIZE {
+        return None;
+    }
+    let fd = lock.try_clone_to_owned().ok();
+    let Some(fd) = fd else {
+        clear(lock, &slot, offset_of(me.pid));
+        return None;
+    };
+    Some(Registration { fd, slot })
+}
+
+/// Our parent's PID and /proc inode, if the parent is in our PID namespace.
+/// The PID is asked again after the inode is read: had the parent died in
+/// between (and its PID gone to a new process), we would have a new parent.
+fn parent() -> Option<Listed> {
+    let pid = nix::unistd::getppid().as_raw();
+    if pid <= 0 {
+        return None;
+    }
+    let inode = procfs::directory_inode(Some(pid))?;
+    (nix::unistd::getppid().as_raw() == pid).then_some(Listed { pid, inode })
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let pid = i32::from_le_bytes(self.slot[0..4].try_into().unwrap_or_default());
+        clear(self.fd.as_fd(), &self.slot, offset_of(pid));
+    }
+}
+
+/// Zeroes the slot at `offset` if it still holds `slot` (another waiter
+/// whose PID shares the slot may have taken it over since).
+fn clear(lock: BorrowedFd<'_>, slot: &[u8; SLOT_SIZE], offset: i64) {
+    let mut now = [0u8; SLOT_SIZE];
+    if pread(lock, &mut now, offset).ok() == Some(SLOT_SIZE) && now == *slot {
+        let _ = pwrite(lock, &[0u8; SLOT_SIZE], offset);
+    }
+}
+
+/// The waiters whose slots are in the lockfile open on `lock`, read with
+/// one pread into `buf` (at least [`SIZE`] bytes). Dead ones may be among
+/// them: check each against a listing of /proc (see [`participants`]).
+pub fn read(lock: BorrowedFd<'_>, buf: &mut [u8]) -> Vec<Waiter> {
+    let len = pread(lock, &mut buf[..SIZE], 0).unwrap_or(0);
+    let Some(slots) = buf[..len].strip_prefix(&HEADER) else {
+        return Vec::new();
+    };
+    slots
+        .chunks_exact(SLOT_SIZE)
+        .filter(|slot| slot.iter().any(|b| *b != 0))
+        .filter_map(Waiter::decode)
+        .collect()
+}
+
+/// Which of the `listed` processes (in PID order) the `waiters` show to
+/// take part in the lock: each waiter that is listed with the inode of its
+/// slot, and its parent when that is too. One flag per listed process.
+pub fn participants(listed: &[Listed], waiters: &[Waiter]) -> Vec<bool> {
+    let mut flags = vec![false; listed.len()];
+    let index = |process: Listed| {
+        listed
+            .binary_search_by_key(&process.pid, |p| p.pid)
+            .ok()
+            .filter(|&i| listed[i].inode == process.inode)
+    };
+    for waiter in waiters {
+        if let Some(i) = index(waiter.waiter) {
+            flags[i] = true;
+            if let Some(j) = index(waiter.parent) {
+                flags[j] = true;
+            }
+        }
+    }
+    flags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn listed(pid: i32, inode: u64) -> Listed {
+        Listed { pid, inode }
+    }
+
+    fn waiter(pid: i32, inode: u64, parent: i32, parent_inode: u64) -> Waiter {
+        Waiter {
+            waiter: listed(pid, inode),
+            parent: listed(parent, parent_inode),
+        }
+    }
+
+    #[test]
+    fn slots_round_trip_and_fit_one_page() {
+        assert_eq!(SIZE, 4096);
+        let one = waiter(4242, 1 << 40, 17, 99);
+        assert_eq!(Waiter::decode(&one.encode()), Some(one));
+        assert!(offset_of(i32::MAX) as usize + SLOT_SIZE <= SIZE);
+        assert_eq!(offset_of(1), offset_of(1 + SLOTS as i32));
+    }
+
+    #[test]
+    fn a_torn_or_foreign_slot_is_no_slot() {
+        let slot = waiter(4242, 77, 17, 99).encode();
+        for byte in 0..SLOT_SIZE {
+            let mut torn = slot;
+            torn[byte] ^= 0x10;
+            assert_eq!(Waiter::decode(&torn), None, "byte {byte} changed");
+        }
+        assert_eq!(Waiter::decode(&[0u8; SLOT_SIZE]), None);
+        assert_eq!(Waiter::decode(&slot[..20]), None);
+        // A slot whose fields were written over by another waiter's.
+        let mut mixed = slot;
+        mixed[..8].copy_from_slice(&waiter(5000, 1, 2, 3).encode()[..8]);
+        assert_eq!(Waiter::decode(&mixed), None);
+    }
+
+    #[test]
+    fn participants_are_the_listed_waiters_and_their_listed_parents() {
+        let procs = [
+            listed(1, 10),
+            listed(17, 99),
+            listed(30, 5),
+            listed(4242, 77),
+            listed(5000, 8),
+        ];
+        let waiters = [
+            waiter(4242, 77, 17, 99), // alive, parent alive
+            waiter(30, 6, 1, 10),     // PID 30 is now another process
+            waiter(5000, 8, 31, 4),   // parent gone
+            waiter(6000, 1, 1, 10),   // waiter gone
+        ];
+        let flags = participants(&procs, &waiters);
+        assert_eq!(flags, [false, true, false, true, true]);
+    }
+
+    fn lockfile(contents: &[u8]) -> std::fs::File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(contents).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_registration_is_read_back_and_cleared_when_dropped() {
+        let file = lockfile(b"");
+        let registration = register(file.as_fd()).expect("registered");
+        let mut buf = [0u8; SIZE];
+        let waiters = read(file.as_fd(), &mut buf);
+        let me = std::process::id() as i32;
+        assert_eq!(waiters.len(), 1);
+        assert_eq!(waiters[0].waiter.pid, me);
+        assert_eq!(waiters[0].parent.pid, nix::unistd::getppid().as_raw());
+        let listed = procfs::ProcDir::open().unwrap().list(&mut buf.clone());
+        let flags = participants(&listed, &waiters);
+        let mine = listed.iter().position(|p| p.pid == me).unwrap();
+        assert!(flags[mine], "this process is listed with its inode");
+        drop(registration);
+        assert_eq!(read(file.as_fd(), &mut buf), []);
+        assert_eq!(contents(&file)[..HEADER_SIZE], HEADER);
+    }
+
+    fn contents(file: &std::fs::File) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut all = vec![0u8; 2 * SIZE];
+        let len = file.read_at(&mut all, 0).unwrap();
+        all.truncate(len);
+        all
+    }
+
+    #[test]
+    fn a_file_with_other_contents_is_never_written() {
+        for before in [&b"precious\n"[..], b"synclock waiters 0\n", b"x"] {
+            let file = lockfile(before);
+            assert!(register(file.as_fd()).is_none());
+            let mut buf = [0u8; SIZE];
+            assert_eq!(read(file.as_fd(), &mut buf), []);
+            assert_eq!(contents(&file), before);
+        }
+    }
+}
