@@ -18,6 +18,7 @@ mod ini;
 mod lockfile;
 mod msg;
 mod nested;
+mod notes;
 mod procfs;
 mod progress;
 mod record;

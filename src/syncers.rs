@@ -21,6 +21,7 @@ use nix::sys::signal::Signal;
 
 use crate::error::Error;
 use crate::lockfile;
+use crate::notes;
 use crate::procfs::{self, Listed, Process};
 use crate::signals::Signals;
 use crate::waiters;
@@ -57,7 +58,7 @@ pub fn find(
         return Vec::new();
     };
     // One buffer for every read: each fresh page of stack costs a fault.
-    let mut buf = [0u8; waiters::SIZE];
+    let mut buf = [0u8; notes::PAGE];
     // Those queued for the lock wrote themselves into the lockfile.
     let waiters = waiters::read(lock, &mut buf);
     // Most of /proc is kernel threads on many machines; they are skipped

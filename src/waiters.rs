@@ -1,5 +1,5 @@
-//! Who waits for the lock, written into the lockfile itself, so that the
-//! holder's scan for outside syncs can pass over them without a look.
+//! Who waits for the lock, noted in the lockfile (see `notes.rs`), so that
+//! the holder's scan for outside syncs can pass over them without a look.
 //!
 //! The scan (see `syncers.rs`) does not count the processes that take part
 //! in the lock: those that hold or wait for it, and their ancestors. It
@@ -10,43 +10,28 @@
 //!
 //! So a synclock that finds the lock busy writes a slot into the lockfile
 //! before it waits: its PID and its parent's, each with the inode number of
-//! its /proc directory. /proc keeps one inode for a process as long as it
-//! lives, and a later process with the same PID gets another, so the pair
-//! names one process; the holder's listing of /proc reports every
-//! process's pair for free. A slot counts only while its waiter is listed
-//! with the same pair, and its parent only while that one is too (a
+//! its /proc directory. A slot counts only while its waiter is listed in
+//! /proc with the same inode, and its parent only while that one is too (a
 //! process's parent changes only when the parent dies). The waiter clears
 //! its slot once its command has started, or when it stops waiting.
 //!
-//! What the slots can and cannot do:
-//! - Only the lockfile's owner can write them (the lockfile is 0600 and
-//!   checked on open), and synclock writes only into a lockfile that is
-//!   empty or starts with [`HEADER`]: never into a file that someone gave
-//!   as `--lockfile` and that holds anything else.
-//! - Each slot is sealed with a hash of its fields, so a slot read while
-//!   it is being written (readers take no lock), or bytes that are not a
-//!   slot, count as no slot.
-//! - A lost slot (two waiters whose PIDs share a slot, a failed write, a
-//!   waiter in another PID namespace) only means that the waiter and its
-//!   parent are looked at like any other process. The slots can save the
-//!   scan work; they can never make it miss a sync.
+//! A lost slot (two waiters whose PIDs share a slot, a failed write, a
+//! waiter in another PID namespace) only means that the waiter and its
+//! parent are looked at like any other process: the slots can spare the
+//! scan work, never make it miss a sync.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::sys::uio::{pread, pwrite};
 
+use crate::notes::{self, HEADER_SIZE, PAGE};
 use crate::procfs::{self, Listed};
 
-/// The start of a lockfile that holds waiters' slots.
-const HEADER: [u8; HEADER_SIZE] = *b"synclock waiters 1\n\0\0\0\0\0\0\0\0\0\0\0\0\0";
-const HEADER_SIZE: usize = 32;
 /// PID, parent PID (4 bytes each), the two inode numbers and the seal (8
 /// bytes each), little-endian.
 const SLOT_SIZE: usize = 32;
-/// Slots in all: with the header, one 4 KiB page.
-const SLOTS: usize = 127;
-/// The most a lockfile with slots holds.
-pub const SIZE: usize = HEADER_SIZE + SLOTS * SLOT_SIZE;
+/// Slots in all: with the header, the first page of notes.
+const SLOTS: usize = (PAGE - HEADER_SIZE) / SLOT_SIZE;
 
 /// One waiter as its slot says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,21 +44,21 @@ pub struct Waiter {
 }
 
 impl Waiter {
-    fn encode(&self) -> [u8; SLOT_SIZE] {
+    fn encode(&self, key: u64) -> [u8; SLOT_SIZE] {
         let mut slot = [0u8; SLOT_SIZE];
         slot[0..4].copy_from_slice(&self.waiter.pid.to_le_bytes());
         slot[4..8].copy_from_slice(&self.parent.pid.to_le_bytes());
         slot[8..16].copy_from_slice(&self.waiter.inode.to_le_bytes());
         slot[16..24].copy_from_slice(&self.parent.inode.to_le_bytes());
-        let seal = seal(&slot[..24]);
+        let seal = notes::seal(key, &slot[..24]);
         slot[24..32].copy_from_slice(&seal.to_le_bytes());
         slot
     }
 
-    fn decode(slot: &[u8]) -> Option<Waiter> {
-        let field = |range: std::ops::Range<usize>| slot.get(range);
-        let seal = u64::from_le_bytes(field(24..32)?.try_into().ok()?);
-        if seal != self::seal(field(0..24)?) {
+    fn decode(slot: &[u8], key: u64) -> Option<Waiter> {
+        let slot: &[u8; SLOT_SIZE] = slot.try_into().ok()?;
+        let seal = u64::from_le_bytes(slot[24..32].try_into().ok()?);
+        if seal != notes::seal(key, &slot[..24]) {
             return None;
         }
         let pid = |at: usize| i32::from_le_bytes(slot[at..at + 4].try_into().unwrap_or_default());
@@ -92,16 +77,6 @@ impl Waiter {
     }
 }
 
-/// A hash of a slot's fields (FNV-1a, 64 bits, with the format's own start
-/// value so that an all-zero slot is no slot).
-fn seal(fields: &[u8]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    fields.iter().fold(
-        0xcbf2_9ce4_8422_2325 ^ 0x5359_4e43_4c4f_434b,
-        |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME),
-    )
-}
-
 /// Where the slot of `pid` starts in the lockfile.
 fn offset_of(pid: i32) -> i64 {
     let index = pid.unsigned_abs() as usize % SLOTS;
@@ -118,24 +93,18 @@ pub struct Registration {
 }
 
 /// Writes this process's slot into the lockfile open on `lock`, unless the
-/// file holds something other than slots; `None` when nothing was written.
+/// file holds something other than notes; `None` when nothing was written.
 pub fn register(lock: BorrowedFd<'_>) -> Option<Registration> {
+    let key = notes::key()?;
     let me = Listed {
         pid: std::process::id() as i32,
         inode: procfs::directory_inode(None)?,
     };
     let parent = parent().unwrap_or(Listed { pid: 0, inode: 0 });
-    let mut start = [0u8; HEADER_SIZE];
-    match pread(lock, &mut start, 0).ok()? {
-        0 => {
-            if pwrite(lock, &HEADER, 0).ok()? != HEADER_SIZE {
-                return None;
-            }
-        }
-        HEADER_SIZE if start == HEADER => {}
-        _ => return None,
+    if !notes::claim(lock) {
+        return None;
     }
-    let slot = Waiter { waiter: me, parent }.encode();
+    let slot = Waiter { waiter: me, parent }.encode(key);
     if pwrite(lock, &slot, offset_of(me.pid)).ok()? != SLOT_SIZE {
         return None;
     }
@@ -176,17 +145,21 @@ fn clear(lock: BorrowedFd<'_>, slot: &[u8; SLOT_SIZE], offset: i64) {
 }
 
 /// The waiters whose slots are in the lockfile open on `lock`, read with
-/// one pread into `buf` (at least [`SIZE`] bytes). Dead ones may be among
-/// them: check each against a listing of /proc (see [`participants`]).
+/// one pread into `buf` (a page long). Dead ones may be among them: check
+/// each against a listing of /proc (see [`participants`]).
 pub fn read(lock: BorrowedFd<'_>, buf: &mut [u8]) -> Vec<Waiter> {
-    let len = pread(lock, &mut buf[..SIZE], 0).unwrap_or(0);
-    let Some(slots) = buf[..len].strip_prefix(&HEADER) else {
+    let slots = notes::read_page(lock, 0, buf);
+    let used = || {
+        slots
+            .chunks_exact(SLOT_SIZE)
+            .filter(|s| s.iter().any(|b| *b != 0))
+    };
+    // Only when there are slots is the key needed (a waiter has it already).
+    let Some(key) = used().next().and_then(|_| notes::key()) else {
         return Vec::new();
     };
-    slots
-        .chunks_exact(SLOT_SIZE)
-        .filter(|slot| slot.iter().any(|b| *b != 0))
-        .filter_map(Waiter::decode)
+    used()
+        .filter_map(|slot| Waiter::decode(slot, key))
         .collect()
 }
 
@@ -217,6 +190,8 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    const KEY: u64 = 0x1234;
+
     fn listed(pid: i32, inode: u64) -> Listed {
         Listed { pid, inode }
     }
@@ -229,28 +204,29 @@ mod tests {
     }
 
     #[test]
-    fn slots_round_trip_and_fit_one_page() {
-        assert_eq!(SIZE, 4096);
+    fn slots_round_trip_and_fit_the_first_page() {
+        assert_eq!(SLOTS, 127);
         let one = waiter(4242, 1 << 40, 17, 99);
-        assert_eq!(Waiter::decode(&one.encode()), Some(one));
-        assert!(offset_of(i32::MAX) as usize + SLOT_SIZE <= SIZE);
+        assert_eq!(Waiter::decode(&one.encode(KEY), KEY), Some(one));
+        assert!(offset_of(i32::MAX) as usize + SLOT_SIZE <= PAGE);
         assert_eq!(offset_of(1), offset_of(1 + SLOTS as i32));
     }
 
     #[test]
-    fn a_torn_or_foreign_slot_is_no_slot() {
-        let slot = waiter(4242, 77, 17, 99).encode();
+    fn a_torn_foreign_or_other_boots_slot_is_no_slot() {
+        let slot = waiter(4242, 77, 17, 99).encode(KEY);
         for byte in 0..SLOT_SIZE {
             let mut torn = slot;
             torn[byte] ^= 0x10;
-            assert_eq!(Waiter::decode(&torn), None, "byte {byte} changed");
+            assert_eq!(Waiter::decode(&torn, KEY), None, "byte {byte} changed");
         }
-        assert_eq!(Waiter::decode(&[0u8; SLOT_SIZE]), None);
-        assert_eq!(Waiter::decode(&slot[..20]), None);
+        assert_eq!(Waiter::decode(&[0u8; SLOT_SIZE], KEY), None);
+        assert_eq!(Waiter::decode(&slot[..20], KEY), None);
+        assert_eq!(Waiter::decode(&slot, KEY + 1), None, "another host's");
         // A slot whose fields were written over by another waiter's.
         let mut mixed = slot;
-        mixed[..8].copy_from_slice(&waiter(5000, 1, 2, 3).encode()[..8]);
-        assert_eq!(Waiter::decode(&mixed), None);
+        mixed[..8].copy_from_slice(&waiter(5000, 1, 2, 3).encode(KEY)[..8]);
+        assert_eq!(Waiter::decode(&mixed, KEY), None);
     }
 
     #[test]
@@ -278,11 +254,19 @@ mod tests {
         file
     }
 
+    fn contents(file: &std::fs::File) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut all = vec![0u8; 3 * PAGE];
+        let len = file.read_at(&mut all, 0).unwrap();
+        all.truncate(len);
+        all
+    }
+
     #[test]
     fn a_registration_is_read_back_and_cleared_when_dropped() {
         let file = lockfile(b"");
         let registration = register(file.as_fd()).expect("registered");
-        let mut buf = [0u8; SIZE];
+        let mut buf = [0u8; PAGE];
         let waiters = read(file.as_fd(), &mut buf);
         let me = std::process::id() as i32;
         assert_eq!(waiters.len(), 1);
@@ -294,23 +278,15 @@ mod tests {
         assert!(flags[mine], "this process is listed with its inode");
         drop(registration);
         assert_eq!(read(file.as_fd(), &mut buf), []);
-        assert_eq!(contents(&file)[..HEADER_SIZE], HEADER);
-    }
-
-    fn contents(file: &std::fs::File) -> Vec<u8> {
-        use std::os::unix::fs::FileExt;
-        let mut all = vec![0u8; 2 * SIZE];
-        let len = file.read_at(&mut all, 0).unwrap();
-        all.truncate(len);
-        all
+        assert_eq!(contents(&file)[..HEADER_SIZE], notes::HEADER);
     }
 
     #[test]
     fn a_file_with_other_contents_is_never_written() {
-        for before in [&b"precious\n"[..], b"synclock waiters 0\n", b"x"] {
+        for before in [&b"precious\n"[..], b"synclock notes 0\n", b"x"] {
             let file = lockfile(before);
             assert!(register(file.as_fd()).is_none());
-            let mut buf = [0u8; SIZE];
+            let mut buf = [0u8; PAGE];
             assert_eq!(read(file.as_fd(), &mut buf), []);
             assert_eq!(contents(&file), before);
         }

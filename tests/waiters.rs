@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 
 use crate::support::*;
 
-const HEADER: &[u8] = b"synclock waiters 1\n";
+const HEADER: &[u8] = b"synclock notes 1\n";
 
 /// The 32-byte slot of `pid`: after a 32-byte header, slot `pid % 127`.
 fn slot_of(lockfile: &Path, pid: i32) -> [u8; 32] {

@@ -1,0 +1,135 @@
+//! What synclocks note for each other in the lockfile itself: who waits
+//! for the lock (`waiters.rs`) and which processes are kernel threads
+//! (`kthreads.rs`), so that the holder's scan for outside syncs can pass
+//! over them without a look.
+//!
+//! The lockfile is the natural place: every synclock has it open already,
+//! it belongs to one lock, and only its owner can write it (0600, checked
+//! on open). synclock writes into a lockfile only when it is empty or
+//! starts with [`HEADER`], never into a file that someone gave as
+//! `--lockfile` and that holds anything else.
+//!
+//! Layout: two 4 KiB pages. The first holds the header and the waiters'
+//! slots, the second the kernel threads. Every record in them names
+//! processes by PID and the inode number of their /proc directory: /proc
+//! keeps one inode for a process as long as it lives, a later process with
+//! the same PID gets another, and the holder's listing of /proc reports
+//! every process's inode for free.
+//!
+//! Every record is sealed with a hash of its fields keyed with this boot's
+//! id (`/proc/sys/kernel/random/boot_id`): a record read while it is being
+//! written, bytes that are not a record, or a record written on another
+//! host sharing the lockfile (whose PIDs and inodes are not ours) fail the
+//! seal and count as no record.
+
+use std::os::fd::BorrowedFd;
+use std::sync::OnceLock;
+
+use nix::sys::uio::{pread, pwrite};
+
+/// The start of a lockfile that holds notes.
+pub const HEADER: [u8; HEADER_SIZE] = *b"synclock notes 1\n\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+/// The header's length.
+pub const HEADER_SIZE: usize = 32;
+/// The size of a page of notes.
+pub const PAGE: usize = 4096;
+
+/// This boot's key for sealing notes, or `None` when the boot id cannot be
+/// read (then no note is written or trusted).
+pub fn key() -> Option<u64> {
+    static KEY: OnceLock<Option<u64>> = OnceLock::new();
+    *KEY.get_or_init(|| {
+        let id = std::fs::read("/proc/sys/kernel/random/boot_id").ok()?;
+        (id.len() >= 32).then(|| fnv(FNV_START, &id))
+    })
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, 64 bits, from `hash` over `bytes`.
+fn fnv(hash: u64, bytes: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes.iter().fold(hash, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
+    })
+}
+
+/// The seal of a record's `fields` under `key`; never the seal of nothing,
+/// so that zeroed bytes are no record.
+pub fn seal(key: u64, fields: &[u8]) -> u64 {
+    fnv(key ^ FNV_START, fields) | 1
+}
+
+/// Makes sure the lockfile open on `lock` holds notes: writes the header
+/// into an empty one. False when it holds anything else, or on an error:
+/// then nothing is to be written into it.
+pub fn claim(lock: BorrowedFd<'_>) -> bool {
+    let mut start = [0u8; HEADER_SIZE];
+    match pread(lock, &mut start, 0) {
+        Ok(0) => pwrite(lock, &HEADER, 0) == Ok(HEADER_SIZE),
+        Ok(HEADER_SIZE) => start == HEADER,
+        Ok(_) | Err(_) => false,
+    }
+}
+
+/// Reads the page `index` of the notes in the lockfile open on `lock`
+/// into `buf` (one page long); returns the part that was there, without
+/// the header on the first page. Empty when the lockfile holds no notes.
+pub fn read_page<'b>(lock: BorrowedFd<'_>, index: usize, buf: &'b mut [u8]) -> &'b [u8] {
+    let buf = &mut buf[..PAGE];
+    if index > 0 {
+        let mut start = [0u8; HEADER_SIZE];
+        if pread(lock, &mut start, 0).ok() != Some(HEADER_SIZE) || start != HEADER {
+            return &[];
+        }
+    }
+    let len = pread(lock, buf, (index * PAGE) as i64).unwrap_or(0);
+    let page = &buf[..len];
+    if index == 0 {
+        return page.strip_prefix(&HEADER).unwrap_or(&[]);
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn seals_depend_on_the_key_and_every_byte() {
+        let fields = *b"0123456789abcdef";
+        let sealed = seal(7, &fields);
+        assert_ne!(sealed, seal(8, &fields), "another boot's key");
+        for byte in 0..fields.len() {
+            let mut changed = fields;
+            changed[byte] ^= 1;
+            assert_ne!(sealed, seal(7, &changed), "byte {byte}");
+        }
+        assert_ne!(seal(0, &[0; 16]), 0);
+        assert!(key().is_some(), "this machine has a boot id");
+        assert_eq!(key(), key());
+    }
+
+    fn file(contents: &[u8]) -> std::fs::File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(contents).unwrap();
+        file
+    }
+
+    #[test]
+    fn only_an_empty_lockfile_or_one_with_notes_is_claimed() {
+        let empty = file(b"");
+        assert!(claim(empty.as_fd()));
+        assert!(claim(empty.as_fd()), "claimed again");
+        let mut buf = [0u8; PAGE];
+        assert_eq!(read_page(empty.as_fd(), 0, &mut buf), b"");
+        for other in [&b"precious\n"[..], b"synclock notes 0\n", b"x"] {
+            let other = file(other);
+            assert!(!claim(other.as_fd()));
+            assert_eq!(read_page(other.as_fd(), 0, &mut buf), b"");
+            assert_eq!(read_page(other.as_fd(), 1, &mut buf), b"");
+        }
+    }
+}
