@@ -15,6 +15,7 @@ mod files;
 mod history;
 mod holder;
 mod ini;
+mod kthreads;
 mod lockfile;
 mod msg;
 mod nested;

@@ -72,23 +72,33 @@ pub fn claim(lock: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Reads the page `index` of the notes in the lockfile open on `lock`
-/// into `buf` (one page long); returns the part that was there, without
-/// the header on the first page. Empty when the lockfile holds no notes.
-pub fn read_page<'b>(lock: BorrowedFd<'_>, index: usize, buf: &'b mut [u8]) -> &'b [u8] {
-    let buf = &mut buf[..PAGE];
-    if index > 0 {
-        let mut start = [0u8; HEADER_SIZE];
-        if pread(lock, &mut start, 0).ok() != Some(HEADER_SIZE) || start != HEADER {
-            return &[];
+/// The two pages of notes, as read from the lockfile.
+pub struct Pages<'b> {
+    /// The waiters' slots: the first page without the header.
+    pub slots: &'b [u8],
+    /// The second page: the kernel threads.
+    pub kernel: &'b [u8],
+}
+
+/// Reads the notes in the lockfile open on `lock` with one pread into
+/// `buf` (two pages long); both parts are empty when it holds no notes.
+pub fn read<'b>(lock: BorrowedFd<'_>, buf: &'b mut [u8]) -> Pages<'b> {
+    let buf = &mut buf[..2 * PAGE];
+    let len = pread(lock, buf, 0).unwrap_or(0);
+    let notes = &buf[..len];
+    match notes.strip_prefix(&HEADER) {
+        Some(_) => {
+            let (first, second) = notes.split_at(notes.len().min(PAGE));
+            Pages {
+                slots: &first[HEADER_SIZE..],
+                kernel: second,
+            }
         }
+        None => Pages {
+            slots: &[],
+            kernel: &[],
+        },
     }
-    let len = pread(lock, buf, (index * PAGE) as i64).unwrap_or(0);
-    let page = &buf[..len];
-    if index == 0 {
-        return page.strip_prefix(&HEADER).unwrap_or(&[]);
-    }
-    page
 }
 
 #[cfg(test)]
@@ -123,13 +133,13 @@ mod tests {
         let empty = file(b"");
         assert!(claim(empty.as_fd()));
         assert!(claim(empty.as_fd()), "claimed again");
-        let mut buf = [0u8; PAGE];
-        assert_eq!(read_page(empty.as_fd(), 0, &mut buf), b"");
+        let mut buf = [0u8; 2 * PAGE];
+        assert_eq!(read(empty.as_fd(), &mut buf).slots, b"");
         for other in [&b"precious\n"[..], b"synclock notes 0\n", b"x"] {
             let other = file(other);
             assert!(!claim(other.as_fd()));
-            assert_eq!(read_page(other.as_fd(), 0, &mut buf), b"");
-            assert_eq!(read_page(other.as_fd(), 1, &mut buf), b"");
+            let pages = read(other.as_fd(), &mut buf);
+            assert_eq!((pages.slots, pages.kernel), (&b""[..], &b""[..]));
         }
     }
 }

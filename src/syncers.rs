@@ -20,9 +20,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 
 use crate::error::Error;
+use crate::kthreads;
 use crate::lockfile;
 use crate::notes;
-use crate::procfs::{self, Listed, Process};
+use crate::procfs::{self, Process};
 use crate::signals::Signals;
 use crate::waiters;
 
@@ -42,10 +43,11 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 /// the whole `--wait`). Like our own ancestors, such syncs are not counted.
 ///
 /// Looking at every process is the cost of this safety check, so it is
-/// kept small: kernel threads are skipped without a system call, and so
-/// are our parent and the waiters that wrote themselves into the lockfile
-/// with their parents (see `waiters.rs`), each checked against the listing
-/// of /proc. Every other process costs one readlink of its executable, and
+/// kept small: kernel threads are skipped without a system call (noted in
+/// the lockfile by an earlier holder, see `kthreads.rs`), and so are our
+/// parent and the waiters that wrote themselves into the lockfile with
+/// their parents (see `waiters.rs`), each checked against the listing of
+/// /proc. Every other process costs one readlink of its executable, and
 /// only interpreters and sync tools have their command line read (into one
 /// buffer, judged without allocating); only matches are read further.
 pub fn find(
@@ -58,27 +60,44 @@ pub fn find(
         return Vec::new();
     };
     // One buffer for every read: each fresh page of stack costs a fault.
-    let mut buf = [0u8; notes::PAGE];
-    // Those queued for the lock wrote themselves into the lockfile.
-    let waiters = waiters::read(lock, &mut buf);
+    let mut buf = [0u8; 2 * notes::PAGE];
+    // Those queued for the lock wrote themselves into the lockfile, and
+    // an earlier holder noted the kernel threads there.
+    let pages = notes::read(lock, &mut buf);
+    let waiters = waiters::from_slots(pages.slots);
+    let noted = kthreads::from_page(pages.kernel);
+    let listed = proc_dir.list(&mut buf);
     // Most of /proc is kernel threads on many machines; they are skipped
     // without opening anything.
-    let kernel = procfs::kernel_threads(&proc_dir, &mut buf);
-    let listed = proc_dir.list(&mut buf);
+    let asked;
+    let kernel = match &noted {
+        Some(noted) => noted,
+        None => {
+            asked = kthreads::from_kernel(&proc_dir, &listed, &mut buf);
+            &asked
+        }
+    };
     let taking_part = waiters::participants(&listed, &waiters);
     // Our parent is one of our ancestors, which never count, whatever
     // they run.
     let parent = nix::unistd::getppid().as_raw();
     let mut candidates = Vec::new();
-    for (&Listed { pid, .. }, taking_part) in listed.iter().zip(taking_part) {
-        if taking_part || pid == me || pid == parent || kernel.binary_search(&pid).is_ok() {
+    // Processes without an executable (kernel threads, zombies) that are
+    // not among the noted kernel threads.
+    let mut unnoted = 0;
+    for (&process, taking_part) in listed.iter().zip(taking_part) {
+        let pid = process.pid;
+        if taking_part || pid == me || pid == parent || kthreads::contains(kernel, process) {
             continue;
         }
         // The executable's name is cheaper to read than the command line
         // and does not wait for the process's memory map: a program that
         // is neither an interpreter nor a sync tool cannot be a sync.
         match proc_dir.executable_name(pid, &mut buf) {
-            Err(Errno::ENOENT | Errno::ESRCH) => continue,
+            Err(Errno::ENOENT | Errno::ESRCH) => {
+                unnoted += 1;
+                continue;
+            }
             Ok(name) if !std::str::from_utf8(name).is_ok_and(could_be_sync) => continue,
             Ok(_) | Err(_) => {}
         }
@@ -93,6 +112,13 @@ pub fn find(
         if is_sync(pid, &words, &locations) {
             candidates.push(pid);
         }
+    }
+    match noted {
+        None => kthreads::note(lock, kernel),
+        Some(_) if unnoted >= kthreads::STALE => {
+            kthreads::note(lock, &kthreads::from_kernel(&proc_dir, &listed, &mut buf));
+        }
+        Some(_) => {}
     }
     if candidates.is_empty() {
         return Vec::new();

@@ -144,11 +144,10 @@ fn clear(lock: BorrowedFd<'_>, slot: &[u8; SLOT_SIZE], offset: i64) {
     }
 }
 
-/// The waiters whose slots are in the lockfile open on `lock`, read with
-/// one pread into `buf` (a page long). Dead ones may be among them: check
-/// each against a listing of /proc (see [`participants`]).
-pub fn read(lock: BorrowedFd<'_>, buf: &mut [u8]) -> Vec<Waiter> {
-    let slots = notes::read_page(lock, 0, buf);
+/// The waiters whose slots are in `slots` (see [`notes::read`]). Dead ones
+/// may be among them: check each against a listing of /proc (see
+/// [`participants`]).
+pub fn from_slots(slots: &[u8]) -> Vec<Waiter> {
     let used = || {
         slots
             .chunks_exact(SLOT_SIZE)
@@ -266,8 +265,8 @@ mod tests {
     fn a_registration_is_read_back_and_cleared_when_dropped() {
         let file = lockfile(b"");
         let registration = register(file.as_fd()).expect("registered");
-        let mut buf = [0u8; PAGE];
-        let waiters = read(file.as_fd(), &mut buf);
+        let mut buf = [0u8; 2 * PAGE];
+        let waiters = from_slots(notes::read(file.as_fd(), &mut buf).slots);
         let me = std::process::id() as i32;
         assert_eq!(waiters.len(), 1);
         assert_eq!(waiters[0].waiter.pid, me);
@@ -277,7 +276,7 @@ mod tests {
         let mine = listed.iter().position(|p| p.pid == me).unwrap();
         assert!(flags[mine], "this process is listed with its inode");
         drop(registration);
-        assert_eq!(read(file.as_fd(), &mut buf), []);
+        assert_eq!(from_slots(notes::read(file.as_fd(), &mut buf).slots), []);
         assert_eq!(contents(&file)[..HEADER_SIZE], notes::HEADER);
     }
 
@@ -286,8 +285,8 @@ mod tests {
         for before in [&b"precious\n"[..], b"synclock notes 0\n", b"x"] {
             let file = lockfile(before);
             assert!(register(file.as_fd()).is_none());
-            let mut buf = [0u8; PAGE];
-            assert_eq!(read(file.as_fd(), &mut buf), []);
+            let mut buf = [0u8; 2 * PAGE];
+            assert_eq!(from_slots(notes::read(file.as_fd(), &mut buf).slots), []);
             assert_eq!(contents(&file), before);
         }
     }

@@ -1,0 +1,185 @@
+//! The kernel threads, noted in the lockfile (see `notes.rs`) so that the
+//! holder's scan for outside syncs does not have to ask the kernel for them
+//! on every run.
+//!
+//! Most of /proc is kernel threads on many machines, and a kernel thread is
+//! never a sync. The kernel lists them as the children of kthreadd (PID 2),
+//! but reading that list touches every one of them: about 30 µs with cold
+//! caches, which is how the scan finds them after the previous holder's
+//! command ran. So a holder notes them in the second page of the lockfile,
+//! each as its PID and the inode number of its /proc directory, and the
+//! next holder skips exactly those processes of its listing of /proc that
+//! have both. A noted thread that exited names a dead process (its PID, if
+//! reused, comes with another inode), so the notes never make the scan skip
+//! anything but a kernel thread. Threads started since are found like any
+//! process (their executable link is missing); when there are a few, the
+//! notes are written again from the kernel's list.
+
+use std::os::fd::BorrowedFd;
+
+use nix::sys::uio::pwrite;
+
+use crate::notes::{self, PAGE};
+use crate::procfs::{self, Listed, ProcDir};
+
+/// PID (4 bytes), the low half of the seal (4), the inode number (8),
+/// little-endian.
+const ENTRY: usize = 16;
+/// Entries a page holds, the first of them the count.
+const MAX: usize = PAGE / ENTRY - 1;
+/// Processes without an executable that are not noted, from which on the
+/// notes are written again.
+pub const STALE: usize = 3;
+
+/// The PID that marks the count entry (its inode field is the count).
+const COUNT: i32 = -1;
+
+fn encode(pid: i32, inode: u64, key: u64) -> [u8; ENTRY] {
+    let mut entry = [0u8; ENTRY];
+    entry[0..4].copy_from_slice(&pid.to_le_bytes());
+    entry[8..16].copy_from_slice(&inode.to_le_bytes());
+    let seal = notes::seal(key, &[&entry[0..4], &entry[8..16]].concat());
+    entry[4..8].copy_from_slice(&(seal as u32).to_le_bytes());
+    entry
+}
+
+fn decode(entry: &[u8], key: u64) -> Option<(i32, u64)> {
+    let entry: &[u8; ENTRY] = entry.try_into().ok()?;
+    let check = u32::from_le_bytes(entry[4..8].try_into().ok()?);
+    let seal = notes::seal(key, &[&entry[0..4], &entry[8..16]].concat());
+    (check == seal as u32).then(|| {
+        let pid = i32::from_le_bytes(entry[0..4].try_into().unwrap_or_default());
+        let inode = u64::from_le_bytes(entry[8..16].try_into().unwrap_or_default());
+        (pid, inode)
+    })
+}
+
+/// The kernel threads noted in `page` (see [`notes::read`]), in PID
+/// order; `None` when there are no notes, or they do not all pass their
+/// seals.
+pub fn from_page(page: &[u8]) -> Option<Vec<Listed>> {
+    let key = notes::key()?;
+    let mut entries = page.chunks_exact(ENTRY);
+    let (COUNT, count) = decode(entries.next()?, key)? else {
+        return None;
+    };
+    let count = usize::try_from(count).ok().filter(|n| *n <= MAX)?;
+    let threads: Vec<Listed> = entries
+        .take(count)
+        .map(|entry| decode(entry, key).map(|(pid, inode)| Listed { pid, inode }))
+        .collect::<Option<_>>()?;
+    (threads.len() == count && threads.is_sorted_by_key(|t| t.pid)).then_some(threads)
+}
+
+/// The kernel threads among the `listed` processes (in PID order), from
+/// the kernel's own list, read into `buf`. The listing comes first: a
+/// thread that started since is not in it, and one whose PID went to a
+/// new process in between keeps the old inode, which matches nothing.
+pub fn from_kernel(proc_dir: &ProcDir, listed: &[Listed], buf: &mut [u8]) -> Vec<Listed> {
+    procfs::kernel_threads(proc_dir, buf)
+        .into_iter()
+        .filter_map(|pid| {
+            let at = listed.binary_search_by_key(&pid, |p| p.pid).ok()?;
+            Some(listed[at])
+        })
+        .collect()
+}
+
+/// Notes `threads` (in PID order) in the lockfile open on `lock`, unless
+/// it holds something other than notes or they do not fit. Call only while
+/// holding the lock.
+pub fn note(lock: BorrowedFd<'_>, threads: &[Listed]) {
+    let Some(key) = notes::key() else {
+        return;
+    };
+    if threads.len() > MAX || !notes::claim(lock) {
+        return;
+    }
+    let mut page = Vec::with_capacity(PAGE);
+    page.extend(encode(COUNT, threads.len() as u64, key));
+    for thread in threads {
+        page.extend(encode(thread.pid, thread.inode, key));
+    }
+    let _ = pwrite(lock, &page, PAGE as i64);
+}
+
+/// Whether `process` is one of the noted `threads` (in PID order).
+pub fn contains(threads: &[Listed], process: Listed) -> bool {
+    threads
+        .binary_search_by_key(&process.pid, |t| t.pid)
+        .is_ok_and(|at| threads[at].inode == process.inode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn read(lock: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Vec<Listed>> {
+        from_page(notes::read(lock, buf).kernel)
+    }
+
+    fn listed(pid: i32, inode: u64) -> Listed {
+        Listed { pid, inode }
+    }
+
+    #[test]
+    fn noted_threads_are_read_back() {
+        let file = tempfile::tempfile().unwrap();
+        let mut buf = [0u8; 2 * PAGE];
+        assert_eq!(read(file.as_fd(), &mut buf), None, "nothing noted yet");
+        let threads = [listed(2, 20), listed(3, 33), listed(90, 1 << 40)];
+        note(file.as_fd(), &threads);
+        assert_eq!(read(file.as_fd(), &mut buf).as_deref(), Some(&threads[..]));
+        note(file.as_fd(), &threads[..1]);
+        assert_eq!(read(file.as_fd(), &mut buf).as_deref(), Some(&threads[..1]));
+        note(file.as_fd(), &[]);
+        assert_eq!(read(file.as_fd(), &mut buf).as_deref(), Some(&[][..]));
+        // More than a page holds: the notes stay as they were.
+        let many: Vec<Listed> = (0..=MAX as i32).map(|pid| listed(pid, 1)).collect();
+        note(file.as_fd(), &many);
+        assert_eq!(read(file.as_fd(), &mut buf).as_deref(), Some(&[][..]));
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_page_is_no_notes() {
+        use std::os::unix::fs::FileExt;
+        let file = tempfile::tempfile().unwrap();
+        note(file.as_fd(), &[listed(2, 20), listed(3, 33)]);
+        let mut buf = [0u8; 2 * PAGE];
+        for at in [PAGE, PAGE + 4, PAGE + ENTRY + 9, PAGE + 2 * ENTRY] {
+            let mut byte = [0u8];
+            file.read_at(&mut byte, at as u64).unwrap();
+            file.write_at(&[byte[0] ^ 1], at as u64).unwrap();
+            assert_eq!(read(file.as_fd(), &mut buf), None, "byte {at}");
+            file.write_at(&byte, at as u64).unwrap();
+        }
+        assert!(read(file.as_fd(), &mut buf).is_some());
+        let mut entry = encode(9, 9, 7);
+        file.write_at(&entry, (PAGE + ENTRY) as u64).unwrap();
+        assert_eq!(read(file.as_fd(), &mut buf), None, "another boot's entry");
+        entry = encode(COUNT, MAX as u64 + 1, notes::key().unwrap());
+        file.write_at(&entry, PAGE as u64).unwrap();
+        assert_eq!(read(file.as_fd(), &mut buf), None, "a count too large");
+    }
+
+    #[test]
+    fn kernel_threads_are_matched_by_pid_and_inode() {
+        let threads = [listed(2, 20), listed(3, 33)];
+        assert!(contains(&threads, listed(3, 33)));
+        assert!(!contains(&threads, listed(3, 34)), "PID reused");
+        assert!(!contains(&threads, listed(4, 33)));
+    }
+
+    #[test]
+    fn the_kernels_threads_are_kthreadd_and_its_children() {
+        let dir = ProcDir::open().unwrap();
+        let mut buf = [0u8; PAGE];
+        let listed = dir.list(&mut buf);
+        let threads = from_kernel(&dir, &listed, &mut buf);
+        let me = std::process::id() as i32;
+        assert!(threads.iter().all(|t| t.pid != me && t.pid != 1));
+        assert!(threads.is_sorted_by_key(|t| t.pid));
+        assert!(threads.iter().all(|t| listed.contains(t)));
+    }
+}
