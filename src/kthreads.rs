@@ -34,24 +34,28 @@ pub const STALE: usize = 3;
 /// The PID that marks the count entry (its inode field is the count).
 const COUNT: i32 = -1;
 
+/// The low half of the seal of an entry's PID and inode.
+fn check(pid: i32, inode: u64, key: u64) -> u32 {
+    let mut fields = [0u8; 12];
+    fields[..4].copy_from_slice(&pid.to_le_bytes());
+    fields[4..].copy_from_slice(&inode.to_le_bytes());
+    notes::seal(key, &fields) as u32
+}
+
 fn encode(pid: i32, inode: u64, key: u64) -> [u8; ENTRY] {
     let mut entry = [0u8; ENTRY];
     entry[0..4].copy_from_slice(&pid.to_le_bytes());
+    entry[4..8].copy_from_slice(&check(pid, inode, key).to_le_bytes());
     entry[8..16].copy_from_slice(&inode.to_le_bytes());
-    let seal = notes::seal(key, &[&entry[0..4], &entry[8..16]].concat());
-    entry[4..8].copy_from_slice(&(seal as u32).to_le_bytes());
     entry
 }
 
 fn decode(entry: &[u8], key: u64) -> Option<(i32, u64)> {
     let entry: &[u8; ENTRY] = entry.try_into().ok()?;
-    let check = u32::from_le_bytes(entry[4..8].try_into().ok()?);
-    let seal = notes::seal(key, &[&entry[0..4], &entry[8..16]].concat());
-    (check == seal as u32).then(|| {
-        let pid = i32::from_le_bytes(entry[0..4].try_into().unwrap_or_default());
-        let inode = u64::from_le_bytes(entry[8..16].try_into().unwrap_or_default());
-        (pid, inode)
-    })
+    let pid = i32::from_le_bytes(entry[0..4].try_into().ok()?);
+    let inode = u64::from_le_bytes(entry[8..16].try_into().ok()?);
+    let sealed = u32::from_le_bytes(entry[4..8].try_into().ok()?);
+    (sealed == check(pid, inode, key)).then_some((pid, inode))
 }
 
 /// The kernel threads noted in `page` (see [`notes::read`]), in PID

@@ -39,8 +39,12 @@ pub const PAGE: usize = 4096;
 pub fn key() -> Option<u64> {
     static KEY: OnceLock<Option<u64>> = OnceLock::new();
     *KEY.get_or_init(|| {
-        let id = std::fs::read("/proc/sys/kernel/random/boot_id").ok()?;
-        (id.len() >= 32).then(|| fnv(FNV_START, &id))
+        use std::io::Read;
+        // One read: the id is 37 bytes.
+        let mut id = [0u8; 64];
+        let mut file = std::fs::File::open("/proc/sys/kernel/random/boot_id").ok()?;
+        let len = file.read(&mut id).ok()?;
+        (len >= 32).then(|| fnv(FNV_START, &id[..len]))
     })
 }
 
