@@ -93,8 +93,10 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         .iter()
         .map(|w| w.to_string_lossy().into_owned())
         .collect();
-    // Everything the holder record says but its time, also before waiting.
-    let record = inherited.is_none().then(|| holder_record(&words));
+    // The holder record, written but for its time, also before waiting.
+    let pending = inherited
+        .is_none()
+        .then(|| record::prepare(path, holder_record(&words)));
     let mut held = match take_lock(cli, &signals, &command_line, inherited)? {
         Ok(held) => held,
         Err(code) => return Ok(code),
@@ -115,8 +117,23 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     {
         return Ok(0);
     }
-    if let Some(owner) = owner {
-        let interrupted = record::read(path, owner);
+    let started = Instant::now();
+    let acquired = SystemTime::now();
+    // The record goes first: a SIGKILL at any moment after the command
+    // starts must leave it behind, as the mark of an interrupted run.
+    // Putting it in place also tells whether the last run finished.
+    let mut record = None;
+    if let (Some(owner), Some(pending)) = (owner, pending) {
+        let published = pending.publish(path, owner, acquired);
+        if published.written {
+            record = Some(RecordInPlace(path));
+        } else {
+            msg::verbose(format_args!(
+                "cannot write holder record {}; status will know less",
+                record::path_for(path).display()
+            ));
+        }
+        let interrupted = published.interrupted;
         let cleaning = if cli.no_clean {
             Cleaning::Off
         } else {
@@ -135,33 +152,20 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
             return Ok(code);
         }
     }
-    let started = Instant::now();
-    let acquired = SystemTime::now();
-    // The record goes first: a SIGKILL at any moment after the command
-    // starts must leave it behind, as the mark of an interrupted run.
-    let wrote_record = match record {
-        // Only made when the lock is our own (not inherited).
-        Some(record) => write_record(
-            path,
-            Record {
-                since: acquired,
-                ..record
-            },
-        ),
-        None => false,
-    };
-    let child = match child::spawn(&cli.command, held.raw(), path, &signals) {
-        Ok(child) => child,
-        Err(err) => {
-            if wrote_record {
-                record::remove(path);
-            }
-            return Err(err);
-        }
-    };
+    let child = child::spawn(&cli.command, held.raw(), path, &signals)?;
     // While the command runs: we hold the lock, nobody else writes these.
     held.stop_waiting();
-    let earlier_runs = owner.map(|owner| runs.take().unwrap_or_else(|| history::read(path, owner)));
+    let history = owner.map(|owner| {
+        let earlier = runs.take().unwrap_or_else(|| history::read(path, owner));
+        let run = history::Run {
+            command: words,
+            start: acquired,
+            end: acquired,
+            code: 0,
+            pid: std::process::id() as i32,
+        };
+        history::prepare(path, earlier, run)
+    });
     let status = child::supervise(child, &signals)?;
     if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
         && !matches!(signal, Signal::SIGINT | Signal::SIGPIPE)
@@ -173,25 +177,16 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         };
         msg::info(format_args!("{command_line} was killed by {signal}{core}"));
     }
-    if let Some(earlier_runs) = earlier_runs {
-        let run = history::Run {
-            command: words,
-            start: acquired,
-            end: SystemTime::now(),
-            code: exit::code_of(status),
-            pid: std::process::id() as i32,
-        };
-        if let Err(err) = history::remember(path, earlier_runs, run) {
-            msg::verbose(format_args!(
-                "cannot write history {}: {err}",
-                history::path_for(path).display()
-            ));
-        }
+    if let Some(history) = history
+        && let Err(err) = history.finish(path, SystemTime::now(), exit::code_of(status))
+    {
+        msg::verbose(format_args!(
+            "cannot write history {}: {err}",
+            history::path_for(path).display()
+        ));
     }
+    drop(record);
     if let Held::Own { fd, .. } = held {
-        if wrote_record {
-            record::remove(path);
-        }
         drop(fd);
         msg::verbose(format_args!(
             "released {} after {}",
@@ -480,18 +475,15 @@ fn holder_record(command: &[String]) -> Record {
     }
 }
 
-/// Says who holds the lock for those who cannot ask /proc (see `record.rs`);
-/// true when the record was written.
-fn write_record(path: &Path, record: Record) -> bool {
-    match record::write(path, &record) {
-        Ok(()) => true,
-        Err(err) => {
-            msg::verbose(format_args!(
-                "cannot write holder record {}: {err}; status will know less",
-                record::path_for(path).display()
-            ));
-            false
-        }
+/// Our holder record of the lockfile at this path, in place: removed when
+/// dropped, which must come before the lock is released (and does on every
+/// way out of [`run_locked`] but a SIGKILL, which leaves it as the mark of
+/// an interrupted run).
+struct RecordInPlace<'a>(&'a Path);
+
+impl Drop for RecordInPlace<'_> {
+    fn drop(&mut self) {
+        record::remove(self.0);
     }
 }
 

@@ -4,7 +4,9 @@
 //! They live in the lockfile's directory, which synclock has checked (only
 //! its owner, or a sticky bit, lets anyone replace entries there). Writing
 //! creates a fresh temp file with O_EXCL (which never follows a symlink) and
-//! renames it over the target (rename replaces a symlink, never its target).
+//! renames it over the target (rename replaces a symlink, never its target);
+//! a file written ahead of time is unnamed (O_TMPFILE) until it is linked
+//! in ([`Unnamed`]).
 //! Reading opens with O_NOFOLLOW and O_NONBLOCK and accepts only a regular
 //! file owned by the lockfile's owner and of bounded size.
 
@@ -29,10 +31,7 @@ pub fn next_to(lockfile: &Path, suffix: &str) -> PathBuf {
 /// Replaces `target` with `contents`, mode 0644, atomically. Call only while
 /// holding the lock.
 pub fn write_atomic(target: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut temp_name = OsString::from(".");
-    temp_name.push(target.file_name().unwrap_or_default());
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp = target.with_file_name(temp_name);
+    let temp = temp_name(target);
     let create = || {
         OpenOptions::new()
             .write(true)
@@ -63,6 +62,111 @@ pub fn write_atomic(target: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     written
+}
+
+/// A file written before it is needed, unnamed (`O_TMPFILE`) in the
+/// directory of the file it is to become: when it is needed, only its last
+/// bytes and a link are left to do, and a process killed before leaves
+/// nothing behind. Where the file system has no unnamed files, [`create`]
+/// fails and callers write the file as before.
+///
+/// [`create`]: Unnamed::create
+pub struct Unnamed {
+    file: std::fs::File,
+    target: PathBuf,
+}
+
+impl Unnamed {
+    /// An unnamed file holding `contents`, mode 0644, in the directory of
+    /// `target`.
+    pub fn create(target: &Path, contents: &[u8]) -> io::Result<Self> {
+        let dir = match target.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .mode(0o644)
+            .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+            .open(dir)?;
+        if !umask_spares_0644() {
+            file.set_permissions(fs::Permissions::from_mode(0o644))?;
+        }
+        file.write_all(contents)?;
+        Ok(Unnamed {
+            file,
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// Writes `bytes` at `offset` (one pwrite).
+    pub fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(bytes, offset)
+    }
+
+    /// The file's path through /proc, for linkat.
+    fn proc_path(&self) -> std::ffi::CString {
+        use std::os::fd::AsRawFd;
+        let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        std::ffi::CString::new(path).unwrap_or_default()
+    }
+
+    /// Gives the file its name, unless something has that name already
+    /// (then `AlreadyExists`, and nothing there is touched or followed).
+    pub fn link(&self) -> io::Result<()> {
+        link_at(&self.proc_path(), &self.target)
+    }
+
+    /// Replaces what has the name with the file, atomically: linked under a
+    /// temp name, then renamed over it (rename replaces a symlink, never
+    /// its target).
+    pub fn replace(&self) -> io::Result<()> {
+        let temp = temp_name(&self.target);
+        let linked = match link_at(&self.proc_path(), &temp) {
+            // A leftover of a dead writer with our PID is ours to replace.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&temp)?;
+                link_at(&self.proc_path(), &temp)
+            }
+            other => other,
+        };
+        let renamed = linked.and_then(|()| fs::rename(&temp, &self.target));
+        if renamed.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        renamed
+    }
+}
+
+/// linkat(2) from the /proc path of a descriptor, following it.
+fn link_at(from: &std::ffi::CStr, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `.<name>.<pid>.tmp` next to `target`.
+fn temp_name(target: &Path) -> PathBuf {
+    let mut temp_name = OsString::from(".");
+    temp_name.push(target.file_name().unwrap_or_default());
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    target.with_file_name(temp_name)
 }
 
 /// Whether files created 0644 keep all of it under the process umask.

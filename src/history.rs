@@ -75,15 +75,55 @@ pub fn last<'a>(runs: &'a [Run], command: &[String]) -> Option<&'a Run> {
     runs.iter().find(|run| run.command == command)
 }
 
-/// Remembers `run` as the last of its command line among `runs`, the
-/// history as [`read`] earlier under the same hold of the lock (nobody else
-/// can have written it since; reading it while the command runs keeps that
-/// off the path between the command's end and the release).
-pub fn remember(lockfile: &Path, mut runs: Vec<Run>, run: Run) -> std::io::Result<()> {
+/// The history with this run first, written while its command runs, but
+/// for the run's end and exit code: when the command has ended, one write
+/// and a link and a rename put it in place (see [`files::Unnamed`]).
+pub struct Pending {
+    runs: Vec<Run>,
+    file: Option<files::Unnamed>,
+    /// Where this run's end and code are in the file.
+    offset: u64,
+}
+
+/// Prepares the history of `lockfile` with `run` (whose end and code are
+/// set by [`Pending::finish`]) as the last of its command line among
+/// `runs`, the history as [`read`] earlier under the same hold of the lock
+/// (nobody else can have written it since; reading and preparing it while
+/// the command runs keeps both off the path between the command's end and
+/// the release).
+pub fn prepare(lockfile: &Path, mut runs: Vec<Run>, run: Run) -> Pending {
     runs.retain(|old| old.command != run.command);
     runs.insert(0, run);
     runs.truncate(MAX_ENTRIES);
-    files::write_atomic(&path_for(lockfile), encode(&runs).as_bytes())
+    let text = encode(&runs);
+    // Ours is the first line after the header: start, tab, end...
+    let offset = (HEADER.len() + 1 + nanos(runs[0].start).to_string().len() + 1) as u64;
+    let file = files::Unnamed::create(&path_for(lockfile), text.as_bytes()).ok();
+    Pending { runs, file, offset }
+}
+
+impl Pending {
+    /// Puts the history in place, with this run's `end` and `code`. Call
+    /// only while holding the lock.
+    pub fn finish(mut self, lockfile: &Path, end: SystemTime, code: u8) -> std::io::Result<()> {
+        let placeholder = end_and_code(&self.runs[0]);
+        self.runs[0].end = end;
+        self.runs[0].code = code;
+        let fields = end_and_code(&self.runs[0]);
+        if let Some(file) = &self.file
+            && fields.len() == placeholder.len()
+            && file.write_at(fields.as_bytes(), self.offset).is_ok()
+            && file.replace().is_ok()
+        {
+            return Ok(());
+        }
+        files::write_atomic(&path_for(lockfile), encode(&self.runs).as_bytes())
+    }
+}
+
+/// A run's end and exit code as they are written, at fixed widths.
+fn end_and_code(run: &Run) -> String {
+    format!("{:019}\t{:03}", nanos(run.end), run.code)
 }
 
 /// Times are kept in nanoseconds: `--coalesce` compares a run's end with the
@@ -107,10 +147,9 @@ fn encode(runs: &[Run]) -> String {
     let mut text = format!("{HEADER}\n");
     for run in runs {
         text.push_str(&format!(
-            "{}\t{}\t{}\t{}",
+            "{}\t{}\t{}",
             nanos(run.start),
-            nanos(run.end),
-            run.code,
+            end_and_code(run),
             run.pid
         ));
         for word in &run.command {
@@ -157,6 +196,11 @@ fn decode(text: &str) -> Result<Vec<Run>, usize> {
 mod tests {
     use super::*;
 
+    fn remember(lockfile: &Path, runs: Vec<Run>, run: Run) -> std::io::Result<()> {
+        let (end, code) = (run.end, run.code);
+        prepare(lockfile, runs, run).finish(lockfile, end, code)
+    }
+
     fn run(words: &[&str], code: u8) -> Run {
         Run {
             command: words.iter().map(|w| w.to_string()).collect(),
@@ -184,6 +228,38 @@ mod tests {
         assert_eq!(decode(&good[..good.len() - 3]), Err(1), "a cut last line");
         assert_eq!(decode(&format!("{HEADER}\n1\t2\tx\t4\temerge\n")), Err(2));
         assert_eq!(decode(&format!("{HEADER}\n1\t2\t0\t4\n")), Err(2));
+    }
+
+    #[test]
+    fn a_prepared_history_is_finished_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("l");
+        let owner = nix::unistd::geteuid().as_raw();
+        remember(&lock, Vec::new(), run(&["other"], 0)).unwrap();
+        let mut ours = run(&["emerge", "--sync"], 0);
+        ours.end = ours.start;
+        let pending = prepare(&lock, read(&lock, owner), ours.clone());
+        assert!(pending.file.is_some(), "this file system has O_TMPFILE");
+        assert_eq!(read(&lock, owner).len(), 1, "not in place before it ends");
+        let end = ours.start + Duration::from_secs(90);
+        pending.finish(&lock, end, 12).unwrap();
+        let runs = read(&lock, owner);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(
+            runs[0],
+            Run {
+                end,
+                code: 12,
+                ..ours
+            }
+        );
+        assert_eq!(runs[1].command, ["other"]);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["l.history"], "no temp file left");
     }
 
     #[test]

@@ -42,6 +42,65 @@ pub fn write(lockfile: &Path, record: &Record) -> std::io::Result<()> {
     files::write_atomic(&path_for(lockfile), encode(record).as_bytes())
 }
 
+/// A record written before the lock is had, but for its time: when the
+/// lock is had, one write and one link put it in place (see
+/// [`files::Unnamed`]), where writing a record whole costs six system calls
+/// on the way from the lock to the command.
+pub struct Pending {
+    record: Record,
+    file: Option<files::Unnamed>,
+}
+
+/// Writes `record` (but for its time) into an unnamed file next to where
+/// the record of `lockfile` goes.
+pub fn prepare(lockfile: &Path, record: Record) -> Pending {
+    let file = files::Unnamed::create(&path_for(lockfile), encode_untimed(&record).as_bytes()).ok();
+    Pending { record, file }
+}
+
+/// What putting a pending record in place found and did.
+pub struct Published {
+    /// The record of a previous holder that was still there: that run
+    /// never finished (when trustworthy; see [`read`]).
+    pub interrupted: Option<Record>,
+    /// Whether our record is in place.
+    pub written: bool,
+}
+
+impl Pending {
+    /// Puts the record in place, as of `since`, when the lock on `lockfile`
+    /// (owned by `owner`) is had. Call only while holding the lock. The
+    /// link fails only when a record is there already, so it tells at once
+    /// whether the previous run finished.
+    pub fn publish(mut self, lockfile: &Path, owner: u32, since: SystemTime) -> Published {
+        self.record.since = since;
+        if let Some(file) = &self.file {
+            let untimed = encode_untimed(&self.record).len() as u64;
+            if file.write_at(since_line(since).as_bytes(), untimed).is_ok() {
+                match file.link() {
+                    Ok(()) => {
+                        return Published {
+                            interrupted: None,
+                            written: true,
+                        };
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Published {
+                            interrupted: read(lockfile, owner),
+                            written: file.replace().is_ok(),
+                        };
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        Published {
+            interrupted: read(lockfile, owner),
+            written: write(lockfile, &self.record).is_ok(),
+        }
+    }
+}
+
 /// Removes the record; call before releasing the lock.
 pub fn remove(lockfile: &Path) {
     let _ = std::fs::remove_file(path_for(lockfile));
@@ -54,19 +113,19 @@ pub fn read(lockfile: &Path, owner: u32) -> Option<Record> {
 }
 
 /// One `key value` line each; the command as one `arg` line per word, with
-/// backslash and newline escaped.
+/// backslash and newline escaped. The time comes last, so that a record
+/// can be written before it is known (see [`Pending`]).
 fn encode(record: &Record) -> String {
-    let since = record
-        .since
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    encode_untimed(record) + &since_line(record.since)
+}
+
+/// [`encode`] without the last line, the time.
+fn encode_untimed(record: &Record) -> String {
     let mut text = format!(
-        "synclock-holder 1\npid {}\nstart_ticks {}\nhost {}\nsince {}.{:03}\n",
+        "synclock-holder 1\npid {}\nstart_ticks {}\nhost {}\n",
         record.pid,
         record.start_ticks,
         files::escape(&record.host),
-        since.as_secs(),
-        since.subsec_millis()
     );
     if let Some(ns) = record.pid_namespace {
         text.push_str(&format!("pid_namespace {ns}\n"));
@@ -75,6 +134,14 @@ fn encode(record: &Record) -> String {
         text.push_str(&format!("arg {}\n", files::escape(word)));
     }
     text
+}
+
+/// The record's last line: when the lock was had.
+fn since_line(since: SystemTime) -> String {
+    let since = since
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("since {}.{:03}\n", since.as_secs(), since.subsec_millis())
 }
 
 fn decode(text: &str) -> Option<Record> {
@@ -143,6 +210,70 @@ mod tests {
         assert_eq!(decode("pid 5\n"), None);
         assert_eq!(decode("synclock-holder 1\npid x\n"), None);
         assert_eq!(decode("synclock-holder 1\nhost h\n"), None);
+    }
+
+    #[test]
+    fn a_pending_record_is_published_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("l");
+        let owner = nix::unistd::geteuid().as_raw();
+        let since = sample().since;
+        let pending = prepare(
+            &lock,
+            Record {
+                since: SystemTime::UNIX_EPOCH,
+                ..sample()
+            },
+        );
+        assert!(pending.file.is_some(), "this file system has O_TMPFILE");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "unnamed until published"
+        );
+        let published = pending.publish(&lock, owner, since);
+        assert!(published.written);
+        assert_eq!(published.interrupted, None);
+        assert_eq!(read(&lock, owner), Some(sample()));
+        let meta = fs::symlink_metadata(path_for(&lock)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+
+        // A record left there is the previous run's, which never finished;
+        // ours replaces it.
+        let later = since + Duration::from_secs(60);
+        let mut next = sample();
+        next.pid += 1;
+        let published = prepare(&lock, next.clone()).publish(&lock, owner, later);
+        assert_eq!(published.interrupted, Some(sample()));
+        assert!(published.written);
+        assert_eq!(
+            read(&lock, owner),
+            Some(Record {
+                since: later,
+                ..next
+            })
+        );
+        remove(&lock);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn a_symlink_where_the_record_goes_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("l");
+        let target = dir.path().join("target");
+        fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, path_for(&lock)).unwrap();
+        let owner = nix::unistd::geteuid().as_raw();
+        let published = prepare(&lock, sample()).publish(&lock, owner, sample().since);
+        assert_eq!(published.interrupted, None, "a symlink is no record");
+        assert!(published.written);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert_eq!(read(&lock, owner), Some(sample()));
     }
 
     #[test]

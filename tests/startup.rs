@@ -40,7 +40,10 @@ fn closed_standard_descriptors_are_reopened_on_dev_null() {
         "{lockfile:?}"
     );
     let text = String::from_utf8_lossy(&lockfile);
-    assert!(!text.contains("synclock:"), "messages went into the lockfile");
+    assert!(
+        !text.contains("synclock:"),
+        "messages went into the lockfile"
+    );
 }
 
 #[test]
