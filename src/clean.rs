@@ -303,7 +303,7 @@ impl Cleaner {
 
     /// Row 5: zipfile's `.tempXXXXXXXX` holding the previous tree.
     fn zipfile(&mut self, dir: &OwnedFd, location: &Path, repo_owner: u32) {
-        for name in names_matching(location, |n| mktemp_name(n, ".temp", 8, zipfile_char)) {
+        for name in names_matching(dir.as_fd(), |n| mktemp_name(n, ".temp", 8, zipfile_char)) {
             if let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(&name))
                 && kind(&stat) == libc::S_IFDIR
                 && self.owned_by(stat.st_uid, repo_owner)
@@ -333,7 +333,7 @@ impl Cleaner {
         for (place, prefixes) in places {
             let Ok(dir) = open_dir(place) else { continue };
             let matching = |n: &str| prefixes.iter().any(|p| mktemp_name(n, p, 6, mktemp_char));
-            for name in names_matching(place, matching) {
+            for name in names_matching(dir.as_fd(), matching) {
                 let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(&name)) else {
                     continue;
                 };
@@ -392,13 +392,15 @@ impl Cleaner {
         .collect();
         collect_ref_locks(&git_path.join("refs"), &mut candidates, 0);
         let pack = git_path.join("objects/pack");
-        candidates.extend(
-            names_matching(&pack, |n| {
-                n.starts_with("tmp_pack_") || n.starts_with("tmp_idx_")
-            })
-            .iter()
-            .map(|n| pack.join(n)),
-        );
+        if let Ok(pack_dir) = open_dir(&pack) {
+            candidates.extend(
+                names_matching(pack_dir.as_fd(), |n| {
+                    n.starts_with("tmp_pack_") || n.starts_with("tmp_idx_")
+                })
+                .iter()
+                .map(|n| pack.join(n)),
+            );
+        }
         let now = SystemTime::now();
         let stale: Vec<PathBuf> = candidates
             .into_iter()
@@ -545,13 +547,14 @@ impl Cleaner {
     }
 }
 
-/// Names in `dir` that satisfy `wanted`.
-fn names_matching(dir: &Path, wanted: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
+/// Names in the directory open on `dir` that satisfy `wanted`: read from
+/// the descriptor that the caller then stats and removes them through.
+fn names_matching(dir: BorrowedFd<'_>, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut names: Vec<String> = remove::list(dir)
         .map(|entries| {
             entries
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
+                .into_iter()
+                .filter_map(|(name, _)| name.into_string().ok())
                 .filter(|n| wanted(n))
                 .collect()
         })

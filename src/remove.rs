@@ -137,7 +137,7 @@ fn remove_entry(
             Ok(_) => return fail(outcome, &shown(), Errno::EXDEV), // a mount point
             Err(errno) => return fail(outcome, &shown(), errno),
         }
-        let children = match list(&dir) {
+        let children = match list(dir.as_fd()) {
             Ok(children) => children,
             Err(errno) => return fail(outcome, &shown(), errno),
         };
@@ -216,9 +216,9 @@ fn in_parallel<T: Sync>(
 }
 
 /// The entries of `dir` (without `.` and `..`), read before any is removed.
-fn list(dir: &OwnedFd) -> Result<Vec<(CString, Option<Type>)>, Errno> {
+pub fn list(dir: BorrowedFd<'_>) -> Result<Vec<(CString, Option<Type>)>, Errno> {
     let own = dir
-        .try_clone()
+        .try_clone_to_owned()
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
     let mut reader = Dir::from_fd(own)?;
     let mut children = Vec::new();
