@@ -108,12 +108,12 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     // The history is read once: here when --coalesce or --min-interval ask
     // for it, else while the command runs (the lock is held throughout).
     let wants_history = !cli.force && (cli.coalesce || cli.min_interval.is_some());
-    let mut runs = owner
+    let mut log = owner
         .filter(|_| wants_history)
-        .map(|owner| history::read(path, owner));
-    if runs
-        .as_deref()
-        .is_some_and(|runs| already_done(cli, &command_line, &words, runs, began))
+        .map(|owner| history::Log::open(path, owner));
+    if log
+        .as_ref()
+        .is_some_and(|log| already_done(cli, &command_line, &words, log.runs(), began))
     {
         return Ok(0);
     }
@@ -156,7 +156,9 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
     // While the command runs: we hold the lock, nobody else writes these.
     held.stop_waiting();
     let history = owner.map(|owner| {
-        let earlier = runs.take().unwrap_or_else(|| history::read(path, owner));
+        let log = log
+            .take()
+            .unwrap_or_else(|| history::Log::open(path, owner));
         let run = history::Run {
             command: words,
             start: acquired,
@@ -164,7 +166,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
             code: 0,
             pid: std::process::id() as i32,
         };
-        history::prepare(path, earlier, run)
+        log.prepare(run)
     });
     let status = child::supervise(child, &signals)?;
     if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
@@ -178,7 +180,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         msg::info(format_args!("{command_line} was killed by {signal}{core}"));
     }
     if let Some(history) = history
-        && let Err(err) = history.finish(path, SystemTime::now(), exit::code_of(status))
+        && let Err(err) = history.finish(SystemTime::now(), exit::code_of(status))
     {
         msg::verbose(format_args!(
             "cannot write history {}: {err}",

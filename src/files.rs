@@ -190,6 +190,85 @@ pub enum Unread {
     Refused(String),
 }
 
+/// A small file next to the lockfile that the lock's holder keeps and
+/// rewrites in place: one pwrite (and a truncation when it got shorter)
+/// instead of a new file and a rename, whose directory operations cost
+/// about 40 µs with cold caches, against 5, on the path from one holder's
+/// command to the next one's. Readers that do not hold the lock may catch
+/// a rewrite half done, so they read until two reads agree
+/// ([`read_settled`]).
+pub struct Kept {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl Kept {
+    /// Opens `path` for rewriting. `None` when there is none (the first
+    /// one is written whole and renamed into place, so that no reader ever
+    /// sees an empty file), or when what is there is not a regular file of
+    /// `owner` with one link, writable by nobody else, of at most
+    /// [`MAX_SIZE`] bytes: then callers replace it atomically instead. Call
+    /// only while holding the lock.
+    pub fn open(path: &Path, owner: u32) -> Option<Kept> {
+        // Looked at first: opening a device or fifo can have side effects.
+        if !fs::symlink_metadata(path).ok()?.file_type().is_file() {
+            return None;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        let trusted = meta.is_file()
+            && meta.uid() == owner
+            && meta.nlink() == 1
+            && meta.mode() & 0o022 == 0
+            && meta.len() <= MAX_SIZE;
+        trusted.then_some(Kept {
+            file,
+            len: meta.len(),
+        })
+    }
+
+    /// The contents, in one read.
+    pub fn read(&self) -> io::Result<String> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; usize::try_from(self.len).unwrap_or(0) + 1];
+        let len = self.file.read_at(&mut bytes, 0)?;
+        bytes.truncate(len);
+        String::from_utf8(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    }
+
+    /// Replaces the contents with `contents`.
+    pub fn rewrite(&mut self, contents: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(contents, 0)?;
+        let len = contents.len() as u64;
+        if self.len > len {
+            self.file.set_len(len)?;
+        }
+        self.len = len;
+        Ok(())
+    }
+}
+
+/// [`read_trusted`], for a reader that does not hold the lock, of a file
+/// the holder rewrites in place ([`Kept`]): read again until two reads
+/// agree (a rewrite takes microseconds).
+pub fn read_settled(path: &Path, owner: u32) -> Result<String, Unread> {
+    let mut last = read_trusted(path, owner)?;
+    for _ in 0..8 {
+        let now = read_trusted(path, owner)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
 /// Reads `path` if it is a regular file owned by `owner`, not reached
 /// through a symlink, and at most [`MAX_SIZE`] bytes.
 pub fn read_trusted(path: &Path, owner: u32) -> Result<String, Unread> {

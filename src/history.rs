@@ -44,10 +44,17 @@ pub fn path_for(lockfile: &Path) -> PathBuf {
     files::next_to(lockfile, ".history")
 }
 
-/// The remembered runs, newest first.
+/// The remembered runs, newest first, for a reader that does not hold the
+/// lock (the holder rewrites the file in place: see [`files::Kept`]).
 pub fn read(lockfile: &Path, owner: u32) -> Vec<Run> {
     let path = path_for(lockfile);
-    let text = match files::read_trusted(&path, owner) {
+    judge(&path, files::read_settled(&path, owner))
+}
+
+/// The runs in `text` as read from `path`; what is wrong with it is said
+/// in one line, and the history is then empty.
+fn judge(path: &Path, text: Result<String, Unread>) -> Vec<Run> {
+    let text = match text {
         Ok(text) => text,
         Err(Unread::Missing) => return Vec::new(),
         Err(Unread::Refused(why)) => {
@@ -75,49 +82,89 @@ pub fn last<'a>(runs: &'a [Run], command: &[String]) -> Option<&'a Run> {
     runs.iter().find(|run| run.command == command)
 }
 
-/// The history with this run first, written while its command runs, but
-/// for the run's end and exit code: when the command has ended, one write
-/// and a link and a rename put it in place (see [`files::Unnamed`]).
-pub struct Pending {
+/// The history as the lock's holder has it: read once, written once.
+pub struct Log {
+    path: PathBuf,
+    /// The file, kept open to be rewritten in place; `None` when it cannot
+    /// be (then it is replaced atomically).
+    kept: Option<files::Kept>,
     runs: Vec<Run>,
-    file: Option<files::Unnamed>,
-    /// Where this run's end and code are in the file.
-    offset: u64,
 }
 
-/// Prepares the history of `lockfile` with `run` (whose end and code are
-/// set by [`Pending::finish`]) as the last of its command line among
-/// `runs`, the history as [`read`] earlier under the same hold of the lock
-/// (nobody else can have written it since; reading and preparing it while
-/// the command runs keeps both off the path between the command's end and
-/// the release).
-pub fn prepare(lockfile: &Path, mut runs: Vec<Run>, run: Run) -> Pending {
-    runs.retain(|old| old.command != run.command);
-    runs.insert(0, run);
-    runs.truncate(MAX_ENTRIES);
-    let text = encode(&runs);
-    // Ours is the first line after the header: start, tab, end...
-    let offset = (HEADER.len() + 1 + nanos(runs[0].start).to_string().len() + 1) as u64;
-    let file = files::Unnamed::create(&path_for(lockfile), text.as_bytes()).ok();
-    Pending { runs, file, offset }
+impl Log {
+    /// Reads the history of `lockfile` (owned by `owner`). Call only while
+    /// holding the lock.
+    pub fn open(lockfile: &Path, owner: u32) -> Log {
+        let path = path_for(lockfile);
+        let kept = files::Kept::open(&path, owner);
+        let text = match &kept {
+            Some(kept) => kept.read().map_err(|err| Unread::Refused(err.to_string())),
+            None => files::read_trusted(&path, owner),
+        };
+        let runs = judge(&path, text);
+        Log { path, kept, runs }
+    }
+
+    /// The remembered runs, newest first.
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    /// Prepares the history with `run` (whose end and code are set by
+    /// [`Pending::finish`]) as the last of its command line. Done while the
+    /// command runs, it keeps the work off the path between the command's
+    /// end and the release.
+    pub fn prepare(self, run: Run) -> Pending {
+        let Log {
+            path,
+            kept,
+            mut runs,
+        } = self;
+        runs.retain(|old| old.command != run.command);
+        runs.insert(0, run);
+        runs.truncate(MAX_ENTRIES);
+        let text = encode(&runs).into_bytes();
+        // Ours is the first line after the header: start, tab, end...
+        let offset = HEADER.len() + 1 + nanos(runs[0].start).to_string().len() + 1;
+        Pending {
+            path,
+            kept,
+            runs,
+            text,
+            offset,
+        }
+    }
+}
+
+/// The history with this run first, encoded while its command runs but
+/// for the run's end and exit code, which are written in at fixed width
+/// when it has ended.
+pub struct Pending {
+    path: PathBuf,
+    kept: Option<files::Kept>,
+    runs: Vec<Run>,
+    text: Vec<u8>,
+    /// Where this run's end and code are in `text`.
+    offset: usize,
 }
 
 impl Pending {
-    /// Puts the history in place, with this run's `end` and `code`. Call
-    /// only while holding the lock.
-    pub fn finish(mut self, lockfile: &Path, end: SystemTime, code: u8) -> std::io::Result<()> {
+    /// Writes the history, with this run's `end` and `code`. Call only
+    /// while holding the lock.
+    pub fn finish(mut self, end: SystemTime, code: u8) -> std::io::Result<()> {
         let placeholder = end_and_code(&self.runs[0]);
         self.runs[0].end = end;
         self.runs[0].code = code;
         let fields = end_and_code(&self.runs[0]);
-        if let Some(file) = &self.file
-            && fields.len() == placeholder.len()
-            && file.write_at(fields.as_bytes(), self.offset).is_ok()
-            && file.replace().is_ok()
-        {
-            return Ok(());
+        if fields.len() == placeholder.len() {
+            self.text[self.offset..self.offset + fields.len()].copy_from_slice(fields.as_bytes());
+        } else {
+            self.text = encode(&self.runs).into_bytes();
         }
-        files::write_atomic(&path_for(lockfile), encode(&self.runs).as_bytes())
+        match &mut self.kept {
+            Some(kept) => kept.rewrite(&self.text),
+            None => files::write_atomic(&self.path, &self.text),
+        }
     }
 }
 
@@ -196,9 +243,11 @@ fn decode(text: &str) -> Result<Vec<Run>, usize> {
 mod tests {
     use super::*;
 
-    fn remember(lockfile: &Path, runs: Vec<Run>, run: Run) -> std::io::Result<()> {
+    /// Remembers `run` as the holder of the lock on `lockfile` would.
+    fn remember(lockfile: &Path, run: Run) -> std::io::Result<()> {
+        let owner = nix::unistd::geteuid().as_raw();
         let (end, code) = (run.end, run.code);
-        prepare(lockfile, runs, run).finish(lockfile, end, code)
+        Log::open(lockfile, owner).prepare(run).finish(end, code)
     }
 
     fn run(words: &[&str], code: u8) -> Run {
@@ -231,18 +280,19 @@ mod tests {
     }
 
     #[test]
-    fn a_prepared_history_is_finished_in_place() {
+    fn a_prepared_history_is_rewritten_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("l");
         let owner = nix::unistd::geteuid().as_raw();
-        remember(&lock, Vec::new(), run(&["other"], 0)).unwrap();
+        remember(&lock, run(&["other"], 0)).unwrap();
+        let inode =
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path_for(&lock)).unwrap());
         let mut ours = run(&["emerge", "--sync"], 0);
         ours.end = ours.start;
-        let pending = prepare(&lock, read(&lock, owner), ours.clone());
-        assert!(pending.file.is_some(), "this file system has O_TMPFILE");
-        assert_eq!(read(&lock, owner).len(), 1, "not in place before it ends");
+        let pending = Log::open(&lock, owner).prepare(ours.clone());
+        assert_eq!(read(&lock, owner).len(), 1, "not written before it ends");
         let end = ours.start + Duration::from_secs(90);
-        pending.finish(&lock, end, 12).unwrap();
+        pending.finish(end, 12).unwrap();
         let runs = read(&lock, owner);
         assert_eq!(runs.len(), 2);
         assert_eq!(
@@ -254,6 +304,19 @@ mod tests {
             }
         );
         assert_eq!(runs[1].command, ["other"]);
+        let meta = std::fs::metadata(path_for(&lock)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&meta),
+            inode,
+            "the same file"
+        );
+        // Shorter again: the rest is cut off.
+        remember(&lock, run(&["emerge", "--sync"], 3)).unwrap();
+        let mut shorter = Log::open(&lock, owner).prepare(run(&["x"], 0));
+        shorter.runs.truncate(1);
+        shorter.text = encode(&shorter.runs).into_bytes();
+        shorter.finish(end, 0).unwrap();
+        assert_eq!(read(&lock, owner).len(), 1);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .flatten()
@@ -263,14 +326,34 @@ mod tests {
     }
 
     #[test]
+    fn a_history_that_cannot_be_kept_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("l");
+        let owner = nix::unistd::geteuid().as_raw();
+        // A symlink to elsewhere, or a file with a second name: never
+        // written through.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "keep").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, path_for(&lock)).unwrap();
+        remember(&lock, run(&["a"], 0)).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
+        assert_eq!(read(&lock, owner)[0].command, ["a"]);
+        std::fs::remove_file(path_for(&lock)).unwrap();
+        std::fs::hard_link(&elsewhere, path_for(&lock)).unwrap();
+        remember(&lock, run(&["b"], 0)).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
+        assert_eq!(read(&lock, owner)[0].command, ["b"]);
+    }
+
+    #[test]
     fn remember_keeps_one_entry_per_command_and_a_bound() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("l");
         let owner = nix::unistd::geteuid().as_raw();
         for i in 0..(MAX_ENTRIES + 5) {
-            remember(&lock, read(&lock, owner), run(&["cmd", &i.to_string()], 0)).unwrap();
+            remember(&lock, run(&["cmd", &i.to_string()], 0)).unwrap();
         }
-        remember(&lock, read(&lock, owner), run(&["cmd", "3"], 7)).unwrap();
+        remember(&lock, run(&["cmd", "3"], 7)).unwrap();
         let runs = read(&lock, owner);
         assert_eq!(runs.len(), MAX_ENTRIES);
         assert_eq!(runs[0].command, ["cmd", "3"]);
