@@ -262,21 +262,6 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_where_the_record_goes_is_replaced_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("l");
-        let target = dir.path().join("target");
-        fs::write(&target, "keep").unwrap();
-        std::os::unix::fs::symlink(&target, path_for(&lock)).unwrap();
-        let owner = nix::unistd::geteuid().as_raw();
-        let published = prepare(&lock, sample()).publish(&lock, owner, sample().since);
-        assert_eq!(published.interrupted, None, "a symlink is no record");
-        assert!(published.written);
-        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
-        assert_eq!(read(&lock, owner), Some(sample()));
-    }
-
-    #[test]
     fn write_read_remove() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("l");
@@ -300,14 +285,25 @@ mod tests {
 
     #[test]
     fn symlinked_record_is_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("l");
-        let target = dir.path().join("target");
-        fs::write(&target, "keep").unwrap();
-        std::os::unix::fs::symlink(&target, path_for(&lock)).unwrap();
-        assert_eq!(read(&lock, 0), None);
-        write(&lock, &sample()).unwrap();
-        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
-        assert!(fs::symlink_metadata(path_for(&lock)).unwrap().is_file());
+        let owner = nix::unistd::geteuid().as_raw();
+        // Replaced whole, and put in place when the lock is had.
+        for publish in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let lock = dir.path().join("l");
+            let target = dir.path().join("target");
+            fs::write(&target, "keep").unwrap();
+            std::os::unix::fs::symlink(&target, path_for(&lock)).unwrap();
+            assert_eq!(read(&lock, owner), None, "a symlink is no record");
+            if publish {
+                let published = prepare(&lock, sample()).publish(&lock, owner, sample().since);
+                assert_eq!(published.interrupted, None);
+                assert!(published.written);
+            } else {
+                write(&lock, &sample()).unwrap();
+            }
+            assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+            assert!(fs::symlink_metadata(path_for(&lock)).unwrap().is_file());
+            assert_eq!(read(&lock, owner), Some(sample()));
+        }
     }
 }

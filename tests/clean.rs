@@ -274,19 +274,24 @@ fn symlinked_quarantine_is_unlinked_and_its_target_untouched() {
     );
 }
 
+/// A `-n` run exits 75, naming the sync `pid` that runs outside synclock.
+fn refused_for_the_outside_sync(p: &Portage, pid: nix::unistd::Pid) {
+    let out = run(p.synclock(["-n", "--", "true"]));
+    assert_eq!(out.code(), Some(75), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("PID {pid} (")),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn live_unwrapped_sync_blocks_cleaning_and_delays_the_command() {
     let p = Portage::exclusive();
     p.rsync_repo("gentoo", 3);
     let mut emerge = p.unwrapped_emerge_sync();
 
-    let out = run(p.synclock(["-n", "--", "true"]));
-    assert_eq!(out.code(), Some(75), "{}", out.stderr);
-    assert!(
-        out.stderr.contains(&format!("PID {} (", emerge.pid)),
-        "{}",
-        out.stderr
-    );
+    refused_for_the_outside_sync(&p, emerge.pid);
 
     let ran = p.path("ran");
     let mut wrapped = Bg::spawn(p.synclock(["--wait", "1m", "--", "touch", ran.to_str().unwrap()]));
@@ -434,13 +439,7 @@ fn a_dead_waiters_slot_does_not_hide_its_unwrapped_parent() {
     holder.release();
     assert_eq!(holder.finish().code(), Some(0));
 
-    let out = run(p.synclock(["-n", "--", "true"]));
-    assert_eq!(out.code(), Some(75), "{}", out.stderr);
-    assert!(
-        out.stderr.contains(&format!("PID {} (", eix_sync.pid)),
-        "{}",
-        out.stderr
-    );
+    refused_for_the_outside_sync(&p, eix_sync.pid);
     eix_sync.release();
     eix_sync.finish();
 }
