@@ -61,6 +61,18 @@ impl Held {
         }
     }
 
+    /// Our ancestors as noted while we waited for the lock (none when we
+    /// did not wait).
+    fn lineage(&self) -> &[procfs::Listed] {
+        match self {
+            Held::Own {
+                registration: Some(registration),
+                ..
+            } => registration.lineage(),
+            Held::Own { .. } | Held::Inherited(_) => &[],
+        }
+    }
+
     fn fd(&self) -> BorrowedFd<'_> {
         // SAFETY: our own descriptor, or one inherited from the outer
         // synclock that `nested` checked is open; neither is closed while
@@ -142,7 +154,7 @@ fn run_locked(cli: &Cli) -> Result<u8, Error> {
         let prepared = prepare(
             cli,
             &signals,
-            held.fd(),
+            &held,
             start,
             plan.as_ref(),
             interrupted.as_ref(),
@@ -261,7 +273,7 @@ fn run_clean(cli: &Cli, dry_run: bool) -> Result<u8, Error> {
     let summary = match prepare(
         cli,
         &signals,
-        held.fd(),
+        &held,
         start,
         plan.as_ref(),
         interrupted.as_ref(),
@@ -382,20 +394,20 @@ enum Cleaning {
     DryRun,
 }
 
-/// Inside the lock (held through `lock`), before the command: wait for
+/// Inside the lock (`held`), before the command: wait for
 /// syncs running outside synclock (they must not overlap ours), then clean
 /// as `cleaning` says.
 fn prepare(
     cli: &Cli,
     signals: &Signals,
-    lock: BorrowedFd<'_>,
+    held: &Held,
     start: Instant,
     plan: Option<&clean::Plan>,
     interrupted: Option<&Record>,
     cleaning: Cleaning,
 ) -> Result<Prepared, Error> {
     let locations = || plan.map(clean::Plan::locations).unwrap_or_default();
-    let outside = syncers::find(locations, &cli.lockfile, lock);
+    let outside = syncers::find(locations, &cli.lockfile, held.fd(), held.lineage());
     if !outside.is_empty() {
         return Ok(match wait_for_outside(cli, signals, start, &outside)? {
             Some(code) => Prepared::Stop(code),

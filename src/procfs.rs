@@ -164,7 +164,7 @@ pub fn parent_of(pid: i32) -> Option<i32> {
 
 /// Parent PID and start ticks of `pid`, from one read of `/proc/PID/stat`
 /// (far shorter than the buffer).
-fn read_stat(pid: i32) -> Option<(Option<i32>, u64)> {
+pub fn read_stat(pid: i32) -> Option<(Option<i32>, u64)> {
     read_head(&format!("/proc/{pid}/stat"), parse_stat)
 }
 

@@ -45,15 +45,16 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 /// Looking at every process is the cost of this safety check, so it is
 /// kept small: kernel threads are skipped without a system call (noted in
 /// the lockfile by an earlier holder, see `kthreads.rs`), and so are our
-/// parent and the waiters that wrote themselves into the lockfile with
-/// their parents (see `waiters.rs`), each checked against the listing of
-/// /proc. Every other process costs one readlink of its executable, and
+/// parent, our `lineage` (our ancestors as noted while we waited), and the
+/// waiters that wrote themselves into the lockfile with their parents (see
+/// `waiters.rs`), each checked against the listing of /proc. Every other process costs one readlink of its executable, and
 /// only interpreters and sync tools have their command line read (into one
 /// buffer, judged without allocating); only matches are read further.
 pub fn find(
     locations: impl Fn() -> Vec<PathBuf>,
     lockfile: &Path,
     lock: BorrowedFd<'_>,
+    lineage: &[procfs::Listed],
 ) -> Vec<Process> {
     let me = std::process::id() as i32;
     let Ok(proc_dir) = procfs::ProcDir::open() else {
@@ -77,7 +78,8 @@ pub fn find(
             &asked
         }
     };
-    let taking_part = waiters::participants(&listed, &waiters);
+    let mut taking_part = waiters::participants(&listed, &waiters);
+    waiters::mark_lineage(&mut taking_part, &listed, lineage);
     // Our parent is one of our ancestors, which never count, whatever
     // they run.
     let parent = nix::unistd::getppid().as_raw();

@@ -19,6 +19,11 @@
 //! waiter in another PID namespace) only means that the waiter and its
 //! parent are looked at like any other process: the slots can spare the
 //! scan work, never make it miss a sync.
+//!
+//! While it waits, a synclock also notes its whole lineage (its ancestors,
+//! each with its /proc inode), for its own scan once it holds the lock: our
+//! ancestors never count either, and looking at each of them is a readlink
+//! and, for the shells among them, a read of the command line.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -83,14 +88,26 @@ fn offset_of(pid: i32) -> i64 {
     (HEADER_SIZE + index * SLOT_SIZE) as i64
 }
 
-/// This process's slot in the lockfile, cleared when dropped. It keeps a
-/// descriptor of its own for the lockfile (a duplicate of the locked one,
-/// close-on-exec), so that it can outlive whichever code path took the lock.
+/// This process's slot in the lockfile, cleared when dropped, and its
+/// lineage. It keeps a descriptor of its own for the lockfile (a duplicate
+/// of the locked one, close-on-exec), so that it can outlive whichever code
+/// path took the lock.
 #[derive(Debug)]
 pub struct Registration {
     fd: OwnedFd,
     slot: [u8; SLOT_SIZE],
+    lineage: Vec<Listed>,
 }
+
+impl Registration {
+    /// Our ancestors when we registered, parent first (see [`lineage`]).
+    pub fn lineage(&self) -> &[Listed] {
+        &self.lineage
+    }
+}
+
+/// Ancestors noted at most: more than any real chain of wrappers.
+const MAX_LINEAGE: usize = 16;
 
 /// Writes this process's slot into the lockfile open on `lock`, unless the
 /// file holds something other than notes; `None` when nothing was written.
@@ -113,7 +130,53 @@ pub fn register(lock: BorrowedFd<'_>) -> Option<Registration> {
         clear(lock, &slot, offset_of(me.pid));
         return None;
     };
-    Some(Registration { fd, slot })
+    let lineage = lineage(me.pid, parent);
+    Some(Registration { fd, slot, lineage })
+}
+
+/// The ancestors of `me`, from `parent` up, each with its /proc inode, as
+/// far as they can be read (not beyond our PID namespace) and at most
+/// [`MAX_LINEAGE`]. Each must have started no later than its child: a PID
+/// that went to a new process since is not taken for an ancestor.
+fn lineage(me: i32, parent: Listed) -> Vec<Listed> {
+    let mut chain = Vec::new();
+    let Some(mut child_start) = procfs::start_ticks(me) else {
+        return chain;
+    };
+    let mut next = Some(parent).filter(|p| p.pid > 0);
+    while let Some(link) = next
+        && chain.len() < MAX_LINEAGE
+    {
+        let Some((grandparent, start)) = procfs::read_stat(link.pid) else {
+            break;
+        };
+        if start > child_start {
+            break;
+        }
+        chain.push(link);
+        child_start = start;
+        next = grandparent
+            .and_then(|pid| procfs::directory_inode(Some(pid)).map(|inode| Listed { pid, inode }));
+    }
+    chain
+}
+
+/// Flags, among the `listed` processes (in PID order), our `lineage` (as
+/// noted while we waited, parent first) as far as it still is ours: each
+/// link listed with the same inode is the same process, and a process's
+/// parent changes only when the parent dies, so the chain holds up to the
+/// first link that is gone.
+pub fn mark_lineage(flags: &mut [bool], listed: &[Listed], lineage: &[Listed]) {
+    for link in lineage {
+        let Some(i) = listed
+            .binary_search_by_key(&link.pid, |p| p.pid)
+            .ok()
+            .filter(|&i| listed[i].inode == link.inode)
+        else {
+            break;
+        };
+        flags[i] = true;
+    }
 }
 
 /// Our parent's PID and /proc inode, if the parent is in our PID namespace.
@@ -226,6 +289,46 @@ mod tests {
         let mut mixed = slot;
         mixed[..8].copy_from_slice(&waiter(5000, 1, 2, 3).encode(KEY)[..8]);
         assert_eq!(Waiter::decode(&mixed, KEY), None);
+    }
+
+    #[test]
+    fn our_lineage_counts_up_to_the_first_link_that_is_gone() {
+        let procs = [
+            listed(1, 10),
+            listed(17, 99),
+            listed(30, 5),
+            listed(4242, 77),
+        ];
+        let mut flags = vec![false; procs.len()];
+        mark_lineage(
+            &mut flags,
+            &procs,
+            &[listed(4242, 77), listed(30, 5), listed(1, 10)],
+        );
+        assert_eq!(flags, [true, false, true, true]);
+        let mut flags = vec![false; procs.len()];
+        // PID 30 is another process now: what was above it is not ours.
+        mark_lineage(
+            &mut flags,
+            &procs,
+            &[listed(4242, 77), listed(30, 6), listed(1, 10)],
+        );
+        assert_eq!(flags, [false, false, false, true]);
+    }
+
+    #[test]
+    fn this_processes_lineage_is_read_from_proc() {
+        let me = std::process::id() as i32;
+        let chain = lineage(me, parent().expect("a parent here"));
+        assert!(!chain.is_empty());
+        assert_eq!(chain[0].pid, nix::unistd::getppid().as_raw());
+        let listed = procfs::ProcDir::open().unwrap().list(&mut [0u8; 8192]);
+        let mut flags = vec![false; listed.len()];
+        mark_lineage(&mut flags, &listed, &chain);
+        assert_eq!(flags.iter().filter(|f| **f).count(), chain.len());
+        for pair in chain.windows(2) {
+            assert_eq!(procfs::parent_of(pair[0].pid), Some(pair[1].pid));
+        }
     }
 
     #[test]
