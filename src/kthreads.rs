@@ -14,6 +14,16 @@
 //! anything but a kernel thread. Threads started since are found like any
 //! process (their executable link is missing); when there are a few, the
 //! notes are written again from the kernel's list.
+//!
+//! The notes also give a floor: the scan does not even list PIDs 2 to the
+//! floor. Linux hands out PIDs below 300 (`RESERVED_PIDS` in kernel/pid.c)
+//! only until it has handed out one above: after that, new processes get
+//! PIDs from 300 on, even when the PIDs wrap around. So once a PID of 300 or
+//! more is listed, the PIDs below 300 can only go, and when every listed
+//! process from PID 2 up to some PID is a kernel thread, so is every
+//! process there will ever be in that range. On a machine the kernel
+//! threads started at boot hold most PIDs below 300: not listing them halves
+//! the listing of /proc (36 to 18 µs with cold caches, measured here).
 
 use std::os::fd::BorrowedFd;
 
@@ -25,14 +35,29 @@ use crate::procfs::{self, Listed, ProcDir};
 /// PID (4 bytes), the low half of the seal (4), the inode number (8),
 /// little-endian.
 const ENTRY: usize = 16;
-/// Entries a page holds, the first of them the count.
-const MAX: usize = PAGE / ENTRY - 1;
+/// Entries a page holds, the first two of them the count and the floor.
+const MAX: usize = PAGE / ENTRY - 2;
 /// Processes without an executable that are not noted, from which on the
 /// notes are written again.
 pub const STALE: usize = 3;
 
 /// The PID that marks the count entry (its inode field is the count).
 const COUNT: i32 = -1;
+/// The PID that marks the floor entry (its inode field is the floor).
+const FLOOR: i32 = -2;
+/// Linux hands out PIDs below this only until it has handed out one of at
+/// least this (`RESERVED_PIDS` in kernel/pid.c).
+const RESERVED_PIDS: i32 = 300;
+
+/// The kernel threads as noted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Noted {
+    /// The kernel threads above the floor, in PID order.
+    pub threads: Vec<Listed>,
+    /// Every process there is or will be with a PID from 2 to this one is
+    /// a kernel thread (1: none known).
+    pub floor: i32,
+}
 
 /// The low half of the seal of an entry's PID and inode.
 fn check(pid: i32, inode: u64, key: u64) -> u32 {
@@ -58,21 +83,43 @@ fn decode(entry: &[u8], key: u64) -> Option<(i32, u64)> {
     (sealed == check(pid, inode, key)).then_some((pid, inode))
 }
 
-/// The kernel threads noted in `page` (see [`notes::read`]), in PID
-/// order; `None` when there are no notes, or they do not all pass their
-/// seals.
-pub fn from_page(page: &[u8]) -> Option<Vec<Listed>> {
+/// The kernel threads noted in `page` (see [`notes::read`]); `None` when
+/// there are no notes, or they do not all pass their seals.
+pub fn from_page(page: &[u8]) -> Option<Noted> {
     let key = notes::key()?;
     let mut entries = page.chunks_exact(ENTRY);
     let (COUNT, count) = decode(entries.next()?, key)? else {
         return None;
     };
+    let (FLOOR, floor) = decode(entries.next()?, key)? else {
+        return None;
+    };
     let count = usize::try_from(count).ok().filter(|n| *n <= MAX)?;
+    let floor = i32::try_from(floor)
+        .ok()
+        .filter(|f| (1..RESERVED_PIDS).contains(f))?;
     let threads: Vec<Listed> = entries
         .take(count)
         .map(|entry| decode(entry, key).map(|(pid, inode)| Listed { pid, inode }))
         .collect::<Option<_>>()?;
-    (threads.len() == count && threads.is_sorted_by_key(|t| t.pid)).then_some(threads)
+    (threads.len() == count && threads.is_sorted_by_key(|t| t.pid))
+        .then_some(Noted { threads, floor })
+}
+
+/// The floor for `threads`, the kernel threads among `listed` (a whole
+/// listing of /proc, in PID order): the highest PID below 300 up to which
+/// every listed process above PID 1 is one of them. 1 unless a listed PID
+/// of 300 or more shows that no PID below 300 will be handed out again.
+pub fn floor(listed: &[Listed], threads: &[Listed]) -> i32 {
+    if listed.last().is_none_or(|p| p.pid < RESERVED_PIDS) {
+        return 1;
+    }
+    listed
+        .iter()
+        .filter(|p| p.pid > 1)
+        .take_while(|p| p.pid < RESERVED_PIDS && contains(threads, **p))
+        .last()
+        .map_or(1, |p| p.pid)
 }
 
 /// The kernel threads among the `listed` processes (in PID order), from
@@ -89,10 +136,10 @@ pub fn from_kernel(proc_dir: &ProcDir, listed: &[Listed], buf: &mut [u8]) -> Vec
         .collect()
 }
 
-/// Notes `threads` (in PID order) in the lockfile open on `lock`, unless
-/// it holds something other than notes or they do not fit. Call only while
-/// holding the lock.
-pub fn note(lock: BorrowedFd<'_>, threads: &[Listed]) {
+/// Notes `threads` (in PID order) and `floor` in the lockfile open on
+/// `lock`, unless it holds something other than notes or they do not fit.
+/// Call only while holding the lock.
+pub fn note(lock: BorrowedFd<'_>, threads: &[Listed], floor: i32) {
     let Some(key) = notes::key() else {
         return;
     };
@@ -101,6 +148,7 @@ pub fn note(lock: BorrowedFd<'_>, threads: &[Listed]) {
     }
     let mut page = Vec::with_capacity(PAGE);
     page.extend(encode(COUNT, threads.len() as u64, key));
+    page.extend(encode(FLOOR, floor.clamp(1, RESERVED_PIDS - 1) as u64, key));
     for thread in threads {
         page.extend(encode(thread.pid, thread.inode, key));
     }
@@ -120,7 +168,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     fn read(lock: BorrowedFd<'_>, buf: &mut [u8]) -> Option<Vec<Listed>> {
-        from_page(notes::read(lock, buf).kernel)
+        from_page(notes::read(lock, buf).kernel).map(|noted| noted.threads)
     }
 
     fn listed(pid: i32, inode: u64) -> Listed {
@@ -133,15 +181,22 @@ mod tests {
         let mut buf = [0u8; 2 * PAGE];
         assert_eq!(read(file.as_fd(), &mut buf), None, "nothing noted yet");
         let threads = [listed(2, 20), listed(3, 33), listed(90, 1 << 40)];
-        note(file.as_fd(), &threads);
-        assert_eq!(read(file.as_fd(), &mut buf).as_deref(), Some(&threads[..]));
-        note(file.as_fd(), &threads[..1]);
+        note(file.as_fd(), &threads, 3);
+        let noted = from_page(notes::read(file.as_fd(), &mut buf).kernel).unwrap();
+        assert_eq!(
+            noted,
+            Noted {
+                threads: threads.to_vec(),
+                floor: 3
+            }
+        );
+        note(file.as_fd(), &threads[..1], 1);
         assert_eq!(read(file.as_fd(), &mut buf).as_deref(), Some(&threads[..1]));
-        note(file.as_fd(), &[]);
+        note(file.as_fd(), &[], 1);
         assert_eq!(read(file.as_fd(), &mut buf).as_deref(), Some(&[][..]));
         // More than a page holds: the notes stay as they were.
         let many: Vec<Listed> = (0..=MAX as i32).map(|pid| listed(pid, 1)).collect();
-        note(file.as_fd(), &many);
+        note(file.as_fd(), &many, 1);
         assert_eq!(read(file.as_fd(), &mut buf).as_deref(), Some(&[][..]));
     }
 
@@ -149,9 +204,15 @@ mod tests {
     fn a_damaged_or_foreign_page_is_no_notes() {
         use std::os::unix::fs::FileExt;
         let file = tempfile::tempfile().unwrap();
-        note(file.as_fd(), &[listed(2, 20), listed(3, 33)]);
+        note(file.as_fd(), &[listed(2, 20), listed(3, 33)], 3);
         let mut buf = [0u8; 2 * PAGE];
-        for at in [PAGE, PAGE + 4, PAGE + ENTRY + 9, PAGE + 2 * ENTRY] {
+        for at in [
+            PAGE,
+            PAGE + 4,
+            PAGE + ENTRY + 9,
+            PAGE + 2 * ENTRY,
+            PAGE + 3 * ENTRY,
+        ] {
             let mut byte = [0u8];
             file.read_at(&mut byte, at as u64).unwrap();
             file.write_at(&[byte[0] ^ 1], at as u64).unwrap();
@@ -162,9 +223,27 @@ mod tests {
         let mut entry = encode(9, 9, 7);
         file.write_at(&entry, (PAGE + ENTRY) as u64).unwrap();
         assert_eq!(read(file.as_fd(), &mut buf), None, "another boot's entry");
-        entry = encode(COUNT, MAX as u64 + 1, notes::key().unwrap());
+        let key = notes::key().unwrap();
+        note(file.as_fd(), &[listed(2, 20), listed(3, 33)], 3);
+        file.write_at(&encode(FLOOR, 300, key), (PAGE + ENTRY) as u64)
+            .unwrap();
+        assert_eq!(read(file.as_fd(), &mut buf), None, "a floor of 300");
+        entry = encode(COUNT, MAX as u64 + 1, key);
         file.write_at(&entry, PAGE as u64).unwrap();
         assert_eq!(read(file.as_fd(), &mut buf), None, "a count too large");
+    }
+
+    #[test]
+    fn the_floor_is_the_last_kernel_thread_before_any_other_process() {
+        let threads = [listed(2, 2), listed(3, 3), listed(7, 7), listed(301, 5)];
+        let mut procs = vec![listed(1, 1), listed(2, 2), listed(3, 3), listed(7, 7)];
+        procs.extend([listed(9, 9), listed(301, 5), listed(400, 4)]);
+        assert_eq!(floor(&procs, &threads), 7, "PID 9 is a process");
+        procs.remove(4);
+        assert_eq!(floor(&procs, &threads), 7, "never beyond 299");
+        assert_eq!(floor(&procs[..4], &threads), 1, "no PID of 300 or more yet");
+        let later = [listed(1, 1), listed(2, 2), listed(3, 9), listed(350, 8)];
+        assert_eq!(floor(&later, &threads), 2, "PID 3 is another process");
     }
 
     #[test]

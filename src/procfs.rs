@@ -300,27 +300,39 @@ impl ProcDir {
     /// descriptor into the caller's `buf`: a DIR stream would cost a second
     /// descriptor, three more system calls and a fresh 32 KiB buffer, on
     /// the hand-off path.
-    ///
-    /// The listing starts where Linux puts the first process, past the 60
-    /// or so entries such as `cpuinfo` (a fifth of the listing's time). Were
-    /// that position ever to name a later PID, PID 1 would be missing, and
-    /// the whole directory is listed instead.
     pub fn list(&self, buf: &mut [u8]) -> Vec<Listed> {
-        /// The directory position of PID 0 in /proc (`TGID_OFFSET` in
-        /// fs/proc/base.c: `FIRST_PROCESS_ENTRY + 2`, since Linux 2.6).
-        const FIRST_PROCESS: i64 = 258;
-        let listed = self.list_from(FIRST_PROCESS, buf);
-        if listed.first().is_some_and(|p| p.pid == 1) {
-            return listed;
-        }
-        self.list_from(0, buf)
+        self.list_above(1, buf)
     }
 
-    /// [`ProcDir::list`] from the directory position `start`.
-    fn list_from(&self, start: i64, buf: &mut [u8]) -> Vec<Listed> {
+    /// [`ProcDir::list`], but for PIDs 2 to `floor`, which the caller knows
+    /// to be kernel threads and free PIDs that Linux no longer hands out
+    /// (see `kthreads.rs`).
+    ///
+    /// The listing starts where Linux puts PID 1, past the 60 or so entries
+    /// such as `cpuinfo` (a fifth of the listing's time), and then goes on
+    /// past `floor`. The first entry read must be PID 1; were positions
+    /// ever to map to PIDs otherwise, it would not be, and the whole
+    /// directory is listed instead.
+    pub fn list_above(&self, floor: i32, buf: &mut [u8]) -> Vec<Listed> {
+        /// The directory position of PID 0 in /proc (`TGID_OFFSET` in
+        /// fs/proc/base.c: `FIRST_PROCESS_ENTRY + 2`, since Linux 2.6).
+        const PID_0: i64 = 258;
+        // Room for PID 1's entry and little more.
+        let mut listed = self.list_from(PID_0, &mut buf[..32], false);
+        if listed.first().is_none_or(|p| p.pid != 1) {
+            return self.list_from(0, buf, true);
+        }
+        listed.truncate(1);
+        listed.extend(self.list_from(PID_0 + i64::from(floor.max(1)) + 1, buf, true));
+        listed
+    }
+
+    /// The processes listed from the directory position `start`: to the
+    /// end, or what one read brings.
+    fn list_from(&self, start: i64, buf: &mut [u8], to_the_end: bool) -> Vec<Listed> {
         use std::os::fd::AsRawFd;
         let fd = self.0.as_raw_fd();
-        let mut listed = Vec::with_capacity(256);
+        let mut listed = Vec::with_capacity(if to_the_end { 256 } else { 1 });
         // SAFETY: lseek on our own open descriptor.
         if unsafe { libc::lseek(fd, start, libc::SEEK_SET) } != start {
             return listed;
@@ -336,6 +348,9 @@ impl ProcDir {
                         parse_pid(name).map(|pid| Listed { pid, inode })
                     }))
                 }
+            }
+            if !to_the_end {
+                break;
             }
         }
         // The kernel lists PIDs in order; the scan's lookups rely on it.
@@ -541,10 +556,15 @@ mod tests {
         // Listing again starts from the beginning; so does a listing from
         // the very start of the directory.
         assert!(dir.list(&mut buf).iter().any(|p| p.pid == 1));
-        let full = dir.list_from(0, &mut buf);
+        let full = dir.list_from(0, &mut buf, true);
         assert!(full.first().is_some_and(|p| p.pid == 1));
         assert!(full.contains(mine));
         assert!(full.len().abs_diff(listed.len()) < 20);
+        // Above a floor: PID 1, then what is above it.
+        let above = dir.list_above(2, &mut buf);
+        assert_eq!(above[0].pid, 1);
+        assert!(above[1..].iter().all(|p| p.pid > 2));
+        assert!(above.contains(mine));
         // A buffer that holds a few entries at a time lists them all.
         assert!(dir.list(&mut [0; 64]).len().abs_diff(pids.len()) < 20);
         let listed = std::fs::read_dir("/proc")

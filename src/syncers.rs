@@ -67,12 +67,12 @@ pub fn find(
     let pages = notes::read(lock, &mut buf);
     let waiters = waiters::from_slots(pages.slots);
     let noted = kthreads::from_page(pages.kernel);
-    let listed = proc_dir.list(&mut buf);
     // Most of /proc is kernel threads on many machines; they are skipped
-    // without opening anything.
+    // without opening anything, most of them without even being listed.
+    let listed = proc_dir.list_above(noted.as_ref().map_or(1, |n| n.floor), &mut buf);
     let asked;
     let kernel = match &noted {
-        Some(noted) => noted,
+        Some(noted) => &noted.threads,
         None => {
             asked = kthreads::from_kernel(&proc_dir, &listed, &mut buf);
             &asked
@@ -116,9 +116,10 @@ pub fn find(
         }
     }
     match noted {
-        None => kthreads::note(lock, kernel),
-        Some(_) if unnoted >= kthreads::STALE => {
-            kthreads::note(lock, &kthreads::from_kernel(&proc_dir, &listed, &mut buf));
+        None => kthreads::note(lock, kernel, kthreads::floor(&listed, kernel)),
+        Some(noted) if unnoted >= kthreads::STALE => {
+            let threads = kthreads::from_kernel(&proc_dir, &listed, &mut buf);
+            kthreads::note(lock, &threads, noted.floor);
         }
         Some(_) => {}
     }
