@@ -299,21 +299,16 @@ mod tests {
             listed(30, 5),
             listed(4242, 77),
         ];
-        let mut flags = vec![false; procs.len()];
-        mark_lineage(
-            &mut flags,
-            &procs,
-            &[listed(4242, 77), listed(30, 5), listed(1, 10)],
-        );
-        assert_eq!(flags, [true, false, true, true]);
-        let mut flags = vec![false; procs.len()];
+        let marked = |lineage: &[Listed]| {
+            let mut flags = vec![false; procs.len()];
+            mark_lineage(&mut flags, &procs, lineage);
+            flags
+        };
+        let lineage = [listed(4242, 77), listed(30, 5), listed(1, 10)];
+        assert_eq!(marked(&lineage), [true, false, true, true]);
         // PID 30 is another process now: what was above it is not ours.
-        mark_lineage(
-            &mut flags,
-            &procs,
-            &[listed(4242, 77), listed(30, 6), listed(1, 10)],
-        );
-        assert_eq!(flags, [false, false, false, true]);
+        let lineage = [listed(4242, 77), listed(30, 6), listed(1, 10)];
+        assert_eq!(marked(&lineage), [false, false, false, true]);
     }
 
     #[test]
