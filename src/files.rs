@@ -6,7 +6,8 @@
 //! creates a fresh temp file with O_EXCL (which never follows a symlink) and
 //! renames it over the target (rename replaces a symlink, never its target);
 //! a file written ahead of time is unnamed (O_TMPFILE) until it is linked
-//! in ([`Unnamed`]).
+//! in ([`Unnamed`]), and one the holder rewrites on every run is kept and
+//! rewritten in place ([`Kept`]).
 //! Reading opens with O_NOFOLLOW and O_NONBLOCK and accepts only a regular
 //! file owned by the lockfile's owner and of bounded size.
 
