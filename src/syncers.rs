@@ -47,9 +47,10 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 /// the lockfile by an earlier holder, see `kthreads.rs`), and so are our
 /// parent, our `lineage` (our ancestors as noted while we waited), and the
 /// waiters that wrote themselves into the lockfile with their parents (see
-/// `waiters.rs`), each checked against the listing of /proc. Every other process costs one readlink of its executable, and
-/// only interpreters and sync tools have their command line read (into one
-/// buffer, judged without allocating); only matches are read further.
+/// `waiters.rs`), each checked against the listing of /proc. Every other
+/// process costs one readlink of its executable, and only interpreters and
+/// sync tools have their command line read (into one buffer, judged without
+/// allocating); only matches are read further.
 pub fn find(
     locations: impl Fn() -> Vec<PathBuf>,
     lockfile: &Path,
