@@ -157,9 +157,7 @@ pub fn note(lock: BorrowedFd<'_>, threads: &[Listed], floor: i32) {
 
 /// Whether `process` is one of the noted `threads` (in PID order).
 pub fn contains(threads: &[Listed], process: Listed) -> bool {
-    threads
-        .binary_search_by_key(&process.pid, |t| t.pid)
-        .is_ok_and(|at| threads[at].inode == process.inode)
+    procfs::position(threads, process).is_some()
 }
 
 #[cfg(test)]

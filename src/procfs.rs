@@ -255,6 +255,15 @@ pub struct Listed {
     pub inode: u64,
 }
 
+/// Where `process` is in `listed` (in PID order), if it is there with the
+/// same inode: only then is it the same process.
+pub fn position(listed: &[Listed], process: Listed) -> Option<usize> {
+    listed
+        .binary_search_by_key(&process.pid, |p| p.pid)
+        .ok()
+        .filter(|&at| listed[at].inode == process.inode)
+}
+
 /// The direct children of `pid`, if the kernel lists them.
 pub fn children(pid: i32) -> Vec<i32> {
     let mut buf = vec![0u8; 64 * 1024];

@@ -167,12 +167,8 @@ fn lineage(me: i32, parent: Listed) -> Vec<Listed> {
 /// parent changes only when the parent dies, so the chain holds up to the
 /// first link that is gone.
 pub fn mark_lineage(flags: &mut [bool], listed: &[Listed], lineage: &[Listed]) {
-    for link in lineage {
-        let Some(i) = listed
-            .binary_search_by_key(&link.pid, |p| p.pid)
-            .ok()
-            .filter(|&i| listed[i].inode == link.inode)
-        else {
+    for &link in lineage {
+        let Some(i) = procfs::position(listed, link) else {
             break;
         };
         flags[i] = true;
@@ -230,16 +226,10 @@ pub fn from_slots(slots: &[u8]) -> Vec<Waiter> {
 /// slot, and its parent when that is too. One flag per listed process.
 pub fn participants(listed: &[Listed], waiters: &[Waiter]) -> Vec<bool> {
     let mut flags = vec![false; listed.len()];
-    let index = |process: Listed| {
-        listed
-            .binary_search_by_key(&process.pid, |p| p.pid)
-            .ok()
-            .filter(|&i| listed[i].inode == process.inode)
-    };
     for waiter in waiters {
-        if let Some(i) = index(waiter.waiter) {
+        if let Some(i) = procfs::position(listed, waiter.waiter) {
             flags[i] = true;
-            if let Some(j) = index(waiter.parent) {
+            if let Some(j) = procfs::position(listed, waiter.parent) {
                 flags[j] = true;
             }
         }
