@@ -48,13 +48,17 @@ pub fn write(lockfile: &Path, record: &Record) -> std::io::Result<()> {
 /// on the way from the lock to the command.
 pub struct Pending {
     record: Record,
-    file: Option<files::Unnamed>,
+    /// The file and how much of the record it holds (all but the time).
+    file: Option<(files::Unnamed, u64)>,
 }
 
 /// Writes `record` (but for its time) into an unnamed file next to where
 /// the record of `lockfile` goes.
 pub fn prepare(lockfile: &Path, record: Record) -> Pending {
-    let file = files::Unnamed::create(&path_for(lockfile), encode_untimed(&record).as_bytes()).ok();
+    let untimed = encode_untimed(&record);
+    let file = files::Unnamed::create(&path_for(lockfile), untimed.as_bytes())
+        .ok()
+        .map(|file| (file, untimed.len() as u64));
     Pending { record, file }
 }
 
@@ -74,24 +78,25 @@ impl Pending {
     /// whether the previous run finished.
     pub fn publish(mut self, lockfile: &Path, owner: u32, since: SystemTime) -> Published {
         self.record.since = since;
-        if let Some(file) = &self.file {
-            let untimed = encode_untimed(&self.record).len() as u64;
-            if file.write_at(since_line(since).as_bytes(), untimed).is_ok() {
-                match file.link() {
-                    Ok(()) => {
-                        return Published {
-                            interrupted: None,
-                            written: true,
-                        };
-                    }
-                    Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return Published {
-                            interrupted: read(lockfile, owner),
-                            written: file.replace().is_ok(),
-                        };
-                    }
-                    Err(_) => {}
+        if let Some((file, untimed)) = &self.file
+            && file
+                .write_at(since_line(since).as_bytes(), *untimed)
+                .is_ok()
+        {
+            match file.link() {
+                Ok(()) => {
+                    return Published {
+                        interrupted: None,
+                        written: true,
+                    };
                 }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Published {
+                        interrupted: read(lockfile, owner),
+                        written: file.replace().is_ok(),
+                    };
+                }
+                Err(_) => {}
             }
         }
         Published {
