@@ -260,7 +260,22 @@ mod tests {
         let threads = from_kernel(&dir, &listed, &mut buf);
         let me = std::process::id() as i32;
         assert!(threads.iter().all(|t| t.pid != me && t.pid != 1));
-        assert!(threads.is_sorted_by_key(|t| t.pid));
-        assert!(threads.iter().all(|t| listed.contains(t)));
+        for thread in threads.iter().filter(|t| t.pid != 2) {
+            // One that exited meanwhile has no stat any more.
+            if let Some(parent) = procfs::parent_of(thread.pid) {
+                assert_eq!(parent, 2, "PID {}", thread.pid);
+            }
+        }
+        // A thread that is not in the listing (it started after it) is
+        // not taken, not even by its PID alone.
+        if let Some(first) = threads.first() {
+            let without: Vec<Listed> = listed
+                .iter()
+                .filter(|p| p.pid != first.pid)
+                .copied()
+                .collect();
+            let again = from_kernel(&dir, &without, &mut buf);
+            assert!(again.iter().all(|t| t.pid != first.pid));
+        }
     }
 }
