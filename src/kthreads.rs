@@ -29,12 +29,9 @@ use std::os::fd::BorrowedFd;
 
 use nix::sys::uio::pwrite;
 
-use crate::notes::{self, PAGE};
+use crate::notes::{self, ENTRY, PAGE};
 use crate::procfs::{self, Listed, ProcDir};
 
-/// PID (4 bytes), the low half of the seal (4), the inode number (8),
-/// little-endian.
-const ENTRY: usize = 16;
 /// Entries a page holds, the first two of them the count and the floor.
 const MAX: usize = PAGE / ENTRY - 2;
 /// Processes without an executable that are not noted, from which on the
@@ -59,39 +56,15 @@ pub struct Noted {
     pub floor: i32,
 }
 
-/// The low half of the seal of an entry's PID and inode.
-fn check(pid: i32, inode: u64, key: u64) -> u32 {
-    let mut fields = [0u8; 12];
-    fields[..4].copy_from_slice(&pid.to_le_bytes());
-    fields[4..].copy_from_slice(&inode.to_le_bytes());
-    notes::seal(key, &fields) as u32
-}
-
-fn encode(pid: i32, inode: u64, key: u64) -> [u8; ENTRY] {
-    let mut entry = [0u8; ENTRY];
-    entry[0..4].copy_from_slice(&pid.to_le_bytes());
-    entry[4..8].copy_from_slice(&check(pid, inode, key).to_le_bytes());
-    entry[8..16].copy_from_slice(&inode.to_le_bytes());
-    entry
-}
-
-fn decode(entry: &[u8], key: u64) -> Option<(i32, u64)> {
-    let entry: &[u8; ENTRY] = entry.try_into().ok()?;
-    let pid = i32::from_le_bytes(entry[0..4].try_into().ok()?);
-    let inode = u64::from_le_bytes(entry[8..16].try_into().ok()?);
-    let sealed = u32::from_le_bytes(entry[4..8].try_into().ok()?);
-    (sealed == check(pid, inode, key)).then_some((pid, inode))
-}
-
 /// The kernel threads noted in `page` (see [`notes::read`]); `None` when
 /// there are no notes, or they do not all pass their seals.
 pub fn from_page(page: &[u8]) -> Option<Noted> {
     let key = notes::key()?;
     let mut entries = page.chunks_exact(ENTRY);
-    let (COUNT, count) = decode(entries.next()?, key)? else {
+    let (COUNT, count) = notes::read_entry(entries.next()?, key)? else {
         return None;
     };
-    let (FLOOR, floor) = decode(entries.next()?, key)? else {
+    let (FLOOR, floor) = notes::read_entry(entries.next()?, key)? else {
         return None;
     };
     let count = usize::try_from(count).ok().filter(|n| *n <= MAX)?;
@@ -100,7 +73,7 @@ pub fn from_page(page: &[u8]) -> Option<Noted> {
         .filter(|f| (1..RESERVED_PIDS).contains(f))?;
     let threads: Vec<Listed> = entries
         .take(count)
-        .map(|entry| decode(entry, key).map(|(pid, inode)| Listed { pid, inode }))
+        .map(|entry| notes::read_entry(entry, key).map(|(pid, inode)| Listed { pid, inode }))
         .collect::<Option<_>>()?;
     (threads.len() == count && threads.is_sorted_by_key(|t| t.pid))
         .then_some(Noted { threads, floor })
@@ -147,10 +120,14 @@ pub fn note(lock: BorrowedFd<'_>, threads: &[Listed], floor: i32) {
         return;
     }
     let mut page = Vec::with_capacity(PAGE);
-    page.extend(encode(COUNT, threads.len() as u64, key));
-    page.extend(encode(FLOOR, floor.clamp(1, RESERVED_PIDS - 1) as u64, key));
+    page.extend(notes::entry(COUNT, threads.len() as u64, key));
+    page.extend(notes::entry(
+        FLOOR,
+        floor.clamp(1, RESERVED_PIDS - 1) as u64,
+        key,
+    ));
     for thread in threads {
-        page.extend(encode(thread.pid, thread.inode, key));
+        page.extend(notes::entry(thread.pid, thread.inode, key));
     }
     let _ = pwrite(lock, &page, PAGE as i64);
 }
@@ -176,7 +153,7 @@ mod tests {
     #[test]
     fn noted_threads_are_read_back() {
         let file = tempfile::tempfile().unwrap();
-        let mut buf = [0u8; 2 * PAGE];
+        let mut buf = [0u8; notes::SIZE];
         assert_eq!(read(file.as_fd(), &mut buf), None, "nothing noted yet");
         let threads = [listed(2, 20), listed(3, 33), listed(90, 1 << 40)];
         note(file.as_fd(), &threads, 3);
@@ -203,7 +180,7 @@ mod tests {
         use std::os::unix::fs::FileExt;
         let file = tempfile::tempfile().unwrap();
         note(file.as_fd(), &[listed(2, 20), listed(3, 33)], 3);
-        let mut buf = [0u8; 2 * PAGE];
+        let mut buf = [0u8; notes::SIZE];
         for at in [
             PAGE,
             PAGE + 4,
@@ -218,15 +195,15 @@ mod tests {
             file.write_at(&byte, at as u64).unwrap();
         }
         assert!(read(file.as_fd(), &mut buf).is_some());
-        let mut entry = encode(9, 9, 7);
+        let mut entry = notes::entry(9, 9, 7);
         file.write_at(&entry, (PAGE + ENTRY) as u64).unwrap();
         assert_eq!(read(file.as_fd(), &mut buf), None, "another boot's entry");
         let key = notes::key().unwrap();
         note(file.as_fd(), &[listed(2, 20), listed(3, 33)], 3);
-        file.write_at(&encode(FLOOR, 300, key), (PAGE + ENTRY) as u64)
+        file.write_at(&notes::entry(FLOOR, 300, key), (PAGE + ENTRY) as u64)
             .unwrap();
         assert_eq!(read(file.as_fd(), &mut buf), None, "a floor of 300");
-        entry = encode(COUNT, MAX as u64 + 1, key);
+        entry = notes::entry(COUNT, MAX as u64 + 1, key);
         file.write_at(&entry, PAGE as u64).unwrap();
         assert_eq!(read(file.as_fd(), &mut buf), None, "a count too large");
     }

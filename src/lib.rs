@@ -20,6 +20,7 @@ mod lockfile;
 mod msg;
 mod nested;
 mod notes;
+mod plain;
 mod procfs;
 mod progress;
 mod record;

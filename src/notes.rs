@@ -1,7 +1,8 @@
 //! What synclocks note for each other in the lockfile itself: who waits
-//! for the lock (`waiters.rs`) and which processes are kernel threads
-//! (`kthreads.rs`), so that the holder's scan for outside syncs can pass
-//! over them without a look.
+//! for the lock (`waiters.rs`), which processes are kernel threads
+//! (`kthreads.rs`) and which cannot be a sync while they live (`plain.rs`),
+//! so that the holder's scan for outside syncs can pass over them without
+//! a look.
 //!
 //! The lockfile is the natural place: every synclock has it open already,
 //! it belongs to one lock, and only its owner can write it (0600, checked
@@ -9,8 +10,9 @@
 //! starts with [`HEADER`], never into a file that someone gave as
 //! `--lockfile` and that holds anything else.
 //!
-//! Layout: two 4 KiB pages. The first holds the header and the waiters'
-//! slots, the second the kernel threads. Every record in them names
+//! Layout: three 4 KiB pages. The first holds the header and the waiters'
+//! slots, the second the kernel threads, the third the plain processes.
+//! Every record in them names
 //! processes by PID and the inode number of their /proc directory: /proc
 //! keeps one inode for a process as long as it lives, a later process with
 //! the same PID gets another, and the holder's listing of /proc reports
@@ -33,6 +35,10 @@ pub const HEADER: [u8; HEADER_SIZE] = *b"synclock notes 1\n\0\0\0\0\0\0\0\0\0\0\
 pub const HEADER_SIZE: usize = 32;
 /// The size of a page of notes.
 pub const PAGE: usize = 4096;
+/// The first two pages of notes: [`read`] wants a buffer this long.
+pub const SIZE: usize = 2 * PAGE;
+/// The size of an entry naming one process (see [`entry`]).
+pub const ENTRY: usize = 16;
 
 /// This boot's key for sealing notes, or `None` when the boot id cannot be
 /// read (then no note is written or trusted).
@@ -64,6 +70,35 @@ pub fn seal(key: u64, fields: &[u8]) -> u64 {
     fnv(key ^ FNV_START, fields) | 1
 }
 
+/// The low half of the seal of an entry's PID and inode.
+fn check(pid: i32, inode: u64, key: u64) -> u32 {
+    let mut fields = [0u8; 12];
+    fields[..4].copy_from_slice(&pid.to_le_bytes());
+    fields[4..].copy_from_slice(&inode.to_le_bytes());
+    seal(key, &fields) as u32
+}
+
+/// An entry naming a process by `pid` and `inode` (or, with a negative
+/// PID, a number kept in the inode field), sealed under `key`: the PID (4
+/// bytes), the low half of the seal (4), the inode number (8), little-endian.
+pub fn entry(pid: i32, inode: u64, key: u64) -> [u8; ENTRY] {
+    let mut entry = [0u8; ENTRY];
+    entry[0..4].copy_from_slice(&pid.to_le_bytes());
+    entry[4..8].copy_from_slice(&check(pid, inode, key).to_le_bytes());
+    entry[8..16].copy_from_slice(&inode.to_le_bytes());
+    entry
+}
+
+/// The PID and inode in `entry` (see [`entry`]), if its seal holds under
+/// `key`.
+pub fn read_entry(entry: &[u8], key: u64) -> Option<(i32, u64)> {
+    let entry: &[u8; ENTRY] = entry.try_into().ok()?;
+    let pid = i32::from_le_bytes(entry[0..4].try_into().ok()?);
+    let inode = u64::from_le_bytes(entry[8..16].try_into().ok()?);
+    let sealed = u32::from_le_bytes(entry[4..8].try_into().ok()?);
+    (sealed == check(pid, inode, key)).then_some((pid, inode))
+}
+
 /// Makes sure the lockfile open on `lock` holds notes: writes the header
 /// into an empty one. False when it holds anything else, or on an error:
 /// then nothing is to be written into it.
@@ -76,7 +111,8 @@ pub fn claim(lock: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// The two pages of notes, as read from the lockfile.
+/// The first two pages of notes, as read from the lockfile (the third is
+/// read an entry at a time, see `plain.rs`).
 pub struct Pages<'b> {
     /// The waiters' slots: the first page without the header.
     pub slots: &'b [u8],
@@ -84,10 +120,11 @@ pub struct Pages<'b> {
     pub kernel: &'b [u8],
 }
 
-/// Reads the notes in the lockfile open on `lock` with one pread into
-/// `buf` (two pages long); both parts are empty when it holds no notes.
+/// Reads the first two pages of notes in the lockfile open on `lock` with
+/// one pread into `buf` ([`SIZE`] long); both parts are empty when it holds
+/// no notes.
 pub fn read<'b>(lock: BorrowedFd<'_>, buf: &'b mut [u8]) -> Pages<'b> {
-    let buf = &mut buf[..2 * PAGE];
+    let buf = &mut buf[..SIZE];
     let len = pread(lock, buf, 0).unwrap_or(0);
     let notes = &buf[..len];
     match notes.strip_prefix(&HEADER) {
@@ -137,7 +174,7 @@ mod tests {
         let empty = file(b"");
         assert!(claim(empty.as_fd()));
         assert!(claim(empty.as_fd()), "claimed again");
-        let mut buf = [0u8; 2 * PAGE];
+        let mut buf = [0u8; SIZE];
         assert_eq!(read(empty.as_fd(), &mut buf).slots, b"");
         for other in [&b"precious\n"[..], b"synclock notes 0\n", b"x"] {
             let other = file(other);

@@ -198,6 +198,18 @@ pub fn kernel_threads(proc_dir: &ProcDir, buf: &mut [u8]) -> Vec<i32> {
     pids
 }
 
+/// Linux's mark of a process forked and not exec'd since
+/// (`PF_FORKNOEXEC` in include/linux/sched.h): set by fork, cleared by
+/// exec, shown in the flags field of /proc/PID/stat.
+const PF_FORKNOEXEC: u32 = 0x40;
+
+/// The flags field (field 9) of `/proc/PID/stat`, counted from the last
+/// `)` like [`parse_stat`].
+fn stat_flags(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(6)?.parse().ok()
+}
+
 /// Judges the start of the file at `path` (one read of at most 1 KiB).
 fn read_head<T>(path: &str, judge: impl FnOnce(&str) -> Option<T>) -> Option<T> {
     use std::io::Read;
@@ -395,6 +407,22 @@ impl ProcDir {
     pub fn read_cmdline(&self, pid: i32, buf: &mut [u8]) -> Option<usize> {
         let fd = self.open_file(PidPath::new(pid, "cmdline")).ok()?;
         nix::unistd::read(&fd, buf).ok()
+    }
+
+    /// Whether `pid` is a forked process that has not called exec since
+    /// (its stat is read into `buf`). Such a process still runs the image
+    /// it was forked with, and so still has the command line it had at
+    /// any earlier moment of its life. Reading stat, unlike the command
+    /// line, never waits for the process's memory map.
+    pub fn forked_without_exec(&self, pid: i32, buf: &mut [u8]) -> bool {
+        let Ok(fd) = self.open_file(PidPath::new(pid, "stat")) else {
+            return false;
+        };
+        let len = nix::unistd::read(&fd, buf).unwrap_or(0);
+        std::str::from_utf8(&buf[..len])
+            .ok()
+            .and_then(stat_flags)
+            .is_some_and(|flags| flags & PF_FORKNOEXEC != 0)
     }
 
     /// The direct children of `pid` (its `task/PID/children`), read into
@@ -649,6 +677,41 @@ mod tests {
         let len = dir.read_cmdline(me, &mut buf).expect("own cmdline");
         let argv0 = std::env::args_os().next().unwrap();
         assert!(buf[..len].starts_with(argv0.as_encoded_bytes()));
+    }
+
+    #[test]
+    fn a_subshell_is_forked_without_exec_and_a_command_is_not() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let dir = ProcDir::open().unwrap();
+        let mut buf = [0u8; 4096];
+        let me = std::process::id() as i32;
+        assert!(!dir.forked_without_exec(me, &mut buf), "exec'd by cargo");
+        assert!(!dir.forked_without_exec(-1, &mut buf), "no such process");
+        // sh forks for the subshell, which runs only builtins.
+        let mut sh = Command::new("sh")
+            .args(["-c", "(echo ready; read _) ; :"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(sh.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        let shell = sh.id() as i32;
+        let subshell = children(shell);
+        assert_eq!(subshell.len(), 1, "{subshell:?}");
+        assert!(
+            dir.forked_without_exec(subshell[0], &mut buf),
+            "the subshell"
+        );
+        assert!(!dir.forked_without_exec(shell, &mut buf), "sh, exec'd");
+        drop(sh.stdin.take());
+        assert!(sh.wait().unwrap().success());
+        assert_eq!(stat_flags("1 (a) b) S 0 0 0 0 -1 4194368 5"), Some(4194368));
+        assert_eq!(stat_flags("1 (a) S 0"), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::kthreads;
 use crate::lockfile;
 use crate::notes;
+use crate::plain;
 use crate::procfs::{self, Process};
 use crate::signals::Signals;
 use crate::waiters;
@@ -62,9 +63,9 @@ pub fn find(
         return Vec::new();
     };
     // One buffer for every read: each fresh page of stack costs a fault.
-    let mut buf = [0u8; 2 * notes::PAGE];
+    let mut buf = [0u8; notes::SIZE];
     // Those queued for the lock wrote themselves into the lockfile, and
-    // an earlier holder noted the kernel threads there.
+    // earlier synclocks noted the kernel threads and plain shells there.
     let pages = notes::read(lock, &mut buf);
     let waiters = waiters::from_slots(pages.slots);
     let noted = kthreads::from_page(pages.kernel);
@@ -104,15 +105,17 @@ pub fn find(
             Ok(name) if !std::str::from_utf8(name).is_ok_and(could_be_sync) => continue,
             Ok(_) | Err(_) => {}
         }
+        // A shell forked without exec whose command line a waiting
+        // synclock (its child) read: stat tells it is still that image,
+        // without waiting for its memory map as reading the command line
+        // does (the shell is often forking its next command right now).
+        if plain::is_noted(lock, process) && proc_dir.forked_without_exec(pid, &mut buf) {
+            continue;
+        }
         let Some(len) = proc_dir.read_cmdline(pid, &mut buf) else {
             continue;
         };
-        let words: Vec<&str> = buf[..len]
-            .split(|b| *b == 0)
-            .filter(|w| !w.is_empty())
-            .filter_map(|w| std::str::from_utf8(w).ok())
-            .collect();
-        if is_sync(pid, &words, &locations) {
+        if is_sync(pid, &words(&buf[..len]), &locations) {
             candidates.push(pid);
         }
     }
@@ -168,11 +171,30 @@ fn basename(word: &str) -> &str {
 /// Whether process `pid` running `words` is a sync, judged by its command
 /// line (and, for rsync and git, by its arguments and working directory).
 fn is_sync(pid: i32, words: &[&str], locations: &dyn Fn() -> Vec<PathBuf>) -> bool {
+    match judge(words) {
+        Verdict::Sync => true,
+        Verdict::NotSync => false,
+        Verdict::Tool(i) => works_under(pid, &words[i + 1..], &locations()),
+    }
+}
+
+/// What a command line alone says of a process.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// A sync.
+    Sync,
+    /// Not a sync, whatever else is true of the process.
+    NotSync,
+    /// rsync or git, as word `i`: a sync when working under a repository.
+    Tool(usize),
+}
+
+fn judge(words: &[&str]) -> Verdict {
     if words
         .first()
         .is_none_or(|argv0| basename(argv0) == "synclock")
     {
-        return false;
+        return Verdict::NotSync;
     }
     let followed_by = |i: usize, arg: &str| words[i + 1..].contains(&arg);
     // The program is argv[0], or the script an interpreter runs.
@@ -180,14 +202,33 @@ fn is_sync(pid: i32, words: &[&str], locations: &dyn Fn() -> Vec<PathBuf>) -> bo
     let candidates = if interpreted { 3 } else { 1 };
     for (i, word) in words.iter().enumerate().take(candidates) {
         match program(basename(word)) {
-            Some(Program::Emerge) if followed_by(i, "--sync") => return true,
-            Some(Program::Maint) if followed_by(i, "sync") => return true,
-            Some(Program::Sync) => return true,
-            Some(Program::Tool) => return works_under(pid, &words[i + 1..], &locations()),
+            Some(Program::Emerge) if followed_by(i, "--sync") => return Verdict::Sync,
+            Some(Program::Maint) if followed_by(i, "sync") => return Verdict::Sync,
+            Some(Program::Sync) => return Verdict::Sync,
+            Some(Program::Tool) => return Verdict::Tool(i),
             _ => {}
         }
     }
-    false
+    Verdict::NotSync
+}
+
+/// The words of a command line as read from /proc (NUL-separated), those
+/// that are UTF-8 and not empty.
+fn words(cmdline: &[u8]) -> Vec<&str> {
+    cmdline
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .filter_map(|w| std::str::from_utf8(w).ok())
+        .collect()
+}
+
+/// Whether the command line of `pid`, read now into `buf`, shows a process
+/// that is no sync whatever it does (see `plain.rs`). A command line that
+/// fills `buf` may go on past it, and is not judged.
+pub fn never_a_sync(proc_dir: &procfs::ProcDir, pid: i32, buf: &mut [u8]) -> bool {
+    proc_dir
+        .read_cmdline(pid, buf)
+        .is_some_and(|len| len < buf.len() && judge(&words(&buf[..len])) == Verdict::NotSync)
 }
 
 /// The programs [`is_sync`] knows by name.
@@ -360,6 +401,42 @@ mod tests {
         assert!(!sync(&["rsync", "-a", "/home/a", "/home/b"]));
         assert!(!sync(&["vim", "emerge", "--sync"]));
         assert!(!sync(&["less", "/var/db/repos/gentoo/x"]));
+    }
+
+    #[test]
+    fn only_command_lines_that_alone_rule_out_a_sync_are_never_a_sync() {
+        assert_eq!(
+            judge(&["bash", "-c", "for i in 1 2; do x; done"]),
+            Verdict::NotSync
+        );
+        assert_eq!(
+            judge(&["/usr/bin/synclock", "--", "emerge", "--sync"]),
+            Verdict::NotSync
+        );
+        assert_eq!(judge(&["emerge", "-uDN", "@world"]), Verdict::NotSync);
+        assert_eq!(judge(&["sh", "/usr/bin/eix-sync"]), Verdict::Sync);
+        assert_eq!(judge(&["emerge", "--sync"]), Verdict::Sync);
+        // rsync and git also depend on where they work.
+        assert_eq!(judge(&["rsync", "-a", "a", "b"]), Verdict::Tool(0));
+        assert_eq!(
+            judge(&["/bin/sh", "-e", "/usr/bin/git", "pull"]),
+            Verdict::Tool(2)
+        );
+        assert_eq!(words(b"sh\0-c\0\0x\xff\0"), ["sh", "-c"]);
+    }
+
+    #[test]
+    fn a_command_line_longer_than_the_buffer_is_not_judged() {
+        let dir = procfs::ProcDir::open().unwrap();
+        let me = std::process::id() as i32;
+        let mut big = [0u8; 8192];
+        let len = dir.read_cmdline(me, &mut big).unwrap();
+        assert!(never_a_sync(&dir, me, &mut big), "this test binary");
+        assert!(
+            !never_a_sync(&dir, me, &mut big[..len]),
+            "cut at the buffer"
+        );
+        assert!(!never_a_sync(&dir, -1, &mut big), "no such process");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::sys::uio::{pread, pwrite};
 
 use crate::notes::{self, HEADER_SIZE, PAGE};
+use crate::plain;
 use crate::procfs::{self, Listed};
 
 /// PID, parent PID (4 bytes each), the two inode numbers and the seal (8
@@ -131,6 +132,9 @@ pub fn register(lock: BorrowedFd<'_>) -> Option<Registration> {
         return None;
     };
     let lineage = lineage(me.pid, parent);
+    if parent.pid > 0 {
+        plain::note_parent(lock, parent);
+    }
     Some(Registration { fd, slot, lineage })
 }
 
@@ -353,7 +357,7 @@ mod tests {
     fn a_registration_is_read_back_and_cleared_when_dropped() {
         let file = lockfile(b"");
         let registration = register(file.as_fd()).expect("registered");
-        let mut buf = [0u8; 2 * PAGE];
+        let mut buf = [0u8; notes::SIZE];
         let waiters = from_slots(notes::read(file.as_fd(), &mut buf).slots);
         let me = std::process::id() as i32;
         assert_eq!(waiters.len(), 1);
@@ -373,7 +377,7 @@ mod tests {
         for before in [&b"precious\n"[..], b"synclock notes 0\n", b"x"] {
             let file = lockfile(before);
             assert!(register(file.as_fd()).is_none());
-            let mut buf = [0u8; 2 * PAGE];
+            let mut buf = [0u8; notes::SIZE];
             assert_eq!(from_slots(notes::read(file.as_fd(), &mut buf).slots), []);
             assert_eq!(contents(&file), before);
         }

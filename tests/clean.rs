@@ -445,6 +445,49 @@ fn a_dead_waiters_slot_does_not_hide_its_unwrapped_parent() {
 }
 
 #[test]
+fn a_noted_shell_that_execs_a_sync_is_found() {
+    // A waiting synclock notes its parent, a subshell that never exec'd,
+    // as no sync: the scan then passes over it without reading its command
+    // line. Once it execs `emerge --sync`, it must be found again.
+    let p = Portage::exclusive();
+    p.write("bin/emerge", "#!/bin/sh\necho started\nread _ || true\n");
+    fs::set_permissions(p.path("bin/emerge"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut holder = Bg::spawn(p.synclock(["--", "sh", "-c", "echo locked; read _ || true"]));
+    holder.expect_stdout("locked");
+    let mut shell = Bg::spawn({
+        let wrapped = p.synclock(["--wait", "1m", "--", "true"]);
+        let mut cmd = hermetic("sh");
+        let script = "(\"$@\"; echo wrapped done; exec \"$EMERGE\" --sync); :";
+        cmd.args(["-c", script, "sh"]);
+        cmd.arg(wrapped.get_program()).args(wrapped.get_args());
+        cmd.envs(wrapped.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        cmd.env("EMERGE", p.path("bin/emerge"));
+        cmd
+    });
+    shell.expect_stderr("is held by");
+    let subshell = children_of(shell.pid.as_raw());
+    assert_eq!(subshell.len(), 1, "{subshell:?}");
+    let subshell = subshell[0];
+    let noted = |lockfile: &[u8]| {
+        let at = 2 * 4096 + (subshell as usize % 256) * 16;
+        lockfile.get(at..at + 4) == Some(&subshell.to_le_bytes()[..])
+    };
+    assert!(
+        noted(&fs::read(p.env.lockfile()).unwrap()),
+        "the waiting synclock noted its parent"
+    );
+    holder.release();
+    assert_eq!(holder.finish().code(), Some(0));
+    shell.expect_stdout("wrapped done");
+    shell.expect_stdout("started");
+    assert!(noted(&fs::read(p.env.lockfile()).unwrap()), "notes stay");
+
+    refused_for_the_outside_sync(&p, nix::unistd::Pid::from_raw(subshell));
+    shell.release();
+    shell.finish();
+}
+
+#[test]
 fn malformed_repos_conf_cleans_nothing_but_runs_the_command() {
     let p = Portage::new();
     p.rsync_repo("gentoo", 3);
