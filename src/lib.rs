@@ -16,6 +16,7 @@ mod history;
 mod holder;
 mod ini;
 mod kthreads;
+mod lineage;
 mod lockfile;
 mod msg;
 mod nested;

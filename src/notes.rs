@@ -1,8 +1,9 @@
 //! What synclocks note for each other in the lockfile itself: who waits
 //! for the lock (`waiters.rs`), which processes are kernel threads
-//! (`kthreads.rs`) and which cannot be a sync while they live (`plain.rs`),
-//! so that the holder's scan for outside syncs can pass over them without
-//! a look.
+//! (`kthreads.rs`), which cannot be a sync while they live (`plain.rs`),
+//! and who is whose parent (`lineage.rs`), so that the holder's scan for
+//! outside syncs can pass over them without a look, and a waiter learns
+//! its ancestors with few reads.
 //!
 //! The lockfile is the natural place: every synclock has it open already,
 //! it belongs to one lock, and only its owner can write it (0600, checked
@@ -10,9 +11,9 @@
 //! starts with [`HEADER`], never into a file that someone gave as
 //! `--lockfile` and that holds anything else.
 //!
-//! Layout: three 4 KiB pages. The first holds the header and the waiters'
-//! slots, the second the kernel threads, the third the plain processes.
-//! Every record in them names
+//! Layout: four 4 KiB pages. The first holds the header and the waiters'
+//! slots, the second the kernel threads, the third the plain processes,
+//! the fourth links of lineages. Every record in them names
 //! processes by PID and the inode number of their /proc directory: /proc
 //! keeps one inode for a process as long as it lives, a later process with
 //! the same PID gets another, and the holder's listing of /proc reports
@@ -28,6 +29,8 @@ use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
 use nix::sys::uio::{pread, pwrite};
+
+use crate::procfs::Listed;
 
 /// The start of a lockfile that holds notes.
 pub const HEADER: [u8; HEADER_SIZE] = *b"synclock notes 1\n\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
@@ -99,6 +102,60 @@ pub fn read_entry(entry: &[u8], key: u64) -> Option<(i32, u64)> {
     (sealed == check(pid, inode, key)).then_some((pid, inode))
 }
 
+/// The size of a [`Link`] as written.
+pub const LINK: usize = 32;
+
+/// A process and its parent, each by PID and /proc inode: a waiter's slot
+/// (`waiters.rs`), or a link of someone's lineage (`lineage.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// The process.
+    pub child: Listed,
+    /// Its parent; PID 0 when it has none that can be named (at the top
+    /// of our PID namespace, or in another one).
+    pub parent: Listed,
+}
+
+impl Link {
+    /// The link as written, sealed under `key`: the two PIDs (4 bytes
+    /// each), the two inode numbers and the seal (8 bytes each),
+    /// little-endian.
+    pub fn encode(&self, key: u64) -> [u8; LINK] {
+        let mut bytes = [0u8; LINK];
+        bytes[0..4].copy_from_slice(&self.child.pid.to_le_bytes());
+        bytes[4..8].copy_from_slice(&self.parent.pid.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.child.inode.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.parent.inode.to_le_bytes());
+        let seal = seal(key, &bytes[..24]);
+        bytes[24..32].copy_from_slice(&seal.to_le_bytes());
+        bytes
+    }
+
+    /// The link in `bytes`, if its seal holds under `key` and its PIDs can
+    /// be ones.
+    pub fn decode(bytes: &[u8], key: u64) -> Option<Link> {
+        let bytes: &[u8; LINK] = bytes.try_into().ok()?;
+        let sealed = u64::from_le_bytes(bytes[24..32].try_into().ok()?);
+        if sealed != seal(key, &bytes[..24]) {
+            return None;
+        }
+        let pid = |at: usize| i32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
+        let inode =
+            |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+        let link = Link {
+            child: Listed {
+                pid: pid(0),
+                inode: inode(8),
+            },
+            parent: Listed {
+                pid: pid(4),
+                inode: inode(16),
+            },
+        };
+        (link.child.pid > 0 && link.parent.pid >= 0).then_some(link)
+    }
+}
+
 /// Makes sure the lockfile open on `lock` holds notes: writes the header
 /// into an empty one. False when it holds anything else, or on an error:
 /// then nothing is to be written into it.
@@ -167,6 +224,41 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(contents).unwrap();
         file
+    }
+
+    fn listed(pid: i32, inode: u64) -> Listed {
+        Listed { pid, inode }
+    }
+
+    #[test]
+    fn links_round_trip_and_a_torn_or_foreign_one_is_none() {
+        let link = Link {
+            child: listed(4242, 1 << 40),
+            parent: listed(17, 99),
+        };
+        let bytes = link.encode(7);
+        assert_eq!(Link::decode(&bytes, 7), Some(link));
+        for byte in 0..LINK {
+            let mut torn = bytes;
+            torn[byte] ^= 0x10;
+            assert_eq!(Link::decode(&torn, 7), None, "byte {byte} changed");
+        }
+        assert_eq!(Link::decode(&bytes, 8), None, "another boot's");
+        // Fields written over by another link's.
+        let mut mixed = bytes;
+        let other = Link {
+            child: listed(5000, 1),
+            parent: listed(2, 3),
+        };
+        mixed[..8].copy_from_slice(&other.encode(7)[..8]);
+        assert_eq!(Link::decode(&mixed, 7), None);
+        assert_eq!(Link::decode(&[0u8; LINK], 7), None);
+        assert_eq!(Link::decode(&bytes[..20], 7), None);
+        let top = Link {
+            child: listed(1, 5),
+            parent: listed(0, 0),
+        };
+        assert_eq!(Link::decode(&top.encode(7), 7), Some(top));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use nix::sys::signal::Signal;
 
 use crate::error::Error;
 use crate::kthreads;
+use crate::lineage;
 use crate::lockfile;
 use crate::notes;
 use crate::plain;
@@ -81,7 +82,7 @@ pub fn find(
         }
     };
     let mut taking_part = waiters::participants(&listed, &waiters);
-    waiters::mark_lineage(&mut taking_part, &listed, lineage);
+    lineage::mark(&mut taking_part, &listed, lineage);
     // Our parent is one of our ancestors, which never count, whatever
     // they run.
     let parent = nix::unistd::getppid().as_raw();

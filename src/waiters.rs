@@ -20,68 +20,25 @@
 //! parent are looked at like any other process: the slots can spare the
 //! scan work, never make it miss a sync.
 //!
-//! While it waits, a synclock also notes its whole lineage (its ancestors,
-//! each with its /proc inode), for its own scan once it holds the lock: our
-//! ancestors never count either, and looking at each of them is a readlink
-//! and, for the shells among them, a read of the command line.
+//! While it waits, a synclock also reads its lineage (see `lineage.rs`)
+//! and notes its parent if that is a plain shell (see `plain.rs`).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::sys::uio::{pread, pwrite};
 
+use crate::lineage;
 use crate::notes::{self, HEADER_SIZE, PAGE};
 use crate::plain;
 use crate::procfs::{self, Listed};
 
-/// PID, parent PID (4 bytes each), the two inode numbers and the seal (8
-/// bytes each), little-endian.
-const SLOT_SIZE: usize = 32;
+/// A slot: one [`notes::Link`], the waiter and its parent.
+const SLOT_SIZE: usize = notes::LINK;
 /// Slots in all: with the header, the first page of notes.
 const SLOTS: usize = (PAGE - HEADER_SIZE) / SLOT_SIZE;
 
-/// One waiter as its slot says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Waiter {
-    /// The waiting synclock.
-    pub waiter: Listed,
-    /// Its parent when it registered; PID 0 when it has none it can name
-    /// (a parent in another PID namespace).
-    pub parent: Listed,
-}
-
-impl Waiter {
-    fn encode(&self, key: u64) -> [u8; SLOT_SIZE] {
-        let mut slot = [0u8; SLOT_SIZE];
-        slot[0..4].copy_from_slice(&self.waiter.pid.to_le_bytes());
-        slot[4..8].copy_from_slice(&self.parent.pid.to_le_bytes());
-        slot[8..16].copy_from_slice(&self.waiter.inode.to_le_bytes());
-        slot[16..24].copy_from_slice(&self.parent.inode.to_le_bytes());
-        let seal = notes::seal(key, &slot[..24]);
-        slot[24..32].copy_from_slice(&seal.to_le_bytes());
-        slot
-    }
-
-    fn decode(slot: &[u8], key: u64) -> Option<Waiter> {
-        let slot: &[u8; SLOT_SIZE] = slot.try_into().ok()?;
-        let seal = u64::from_le_bytes(slot[24..32].try_into().ok()?);
-        if seal != notes::seal(key, &slot[..24]) {
-            return None;
-        }
-        let pid = |at: usize| i32::from_le_bytes(slot[at..at + 4].try_into().unwrap_or_default());
-        let inode = |at: usize| u64::from_le_bytes(slot[at..at + 8].try_into().unwrap_or_default());
-        let waiter = Waiter {
-            waiter: Listed {
-                pid: pid(0),
-                inode: inode(8),
-            },
-            parent: Listed {
-                pid: pid(4),
-                inode: inode(16),
-            },
-        };
-        (waiter.waiter.pid > 0 && waiter.parent.pid >= 0).then_some(waiter)
-    }
-}
+/// One waiter as its slot says: the waiter is the link's child.
+pub type Waiter = notes::Link;
 
 /// Where the slot of `pid` starts in the lockfile.
 fn offset_of(pid: i32) -> i64 {
@@ -101,14 +58,11 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Our ancestors when we registered, parent first (see [`lineage`]).
+    /// Our ancestors when we registered, parent first (see `lineage.rs`).
     pub fn lineage(&self) -> &[Listed] {
         &self.lineage
     }
 }
-
-/// Ancestors noted at most: more than any real chain of wrappers.
-const MAX_LINEAGE: usize = 16;
 
 /// Writes this process's slot into the lockfile open on `lock`, unless the
 /// file holds something other than notes; `None` when nothing was written.
@@ -122,7 +76,7 @@ pub fn register(lock: BorrowedFd<'_>) -> Option<Registration> {
     if !notes::claim(lock) {
         return None;
     }
-    let slot = Waiter { waiter: me, parent }.encode(key);
+    let slot = Waiter { child: me, parent }.encode(key);
     if pwrite(lock, &slot, offset_of(me.pid)).ok()? != SLOT_SIZE {
         return None;
     }
@@ -131,52 +85,11 @@ pub fn register(lock: BorrowedFd<'_>) -> Option<Registration> {
         clear(lock, &slot, offset_of(me.pid));
         return None;
     };
-    let lineage = lineage(me.pid, parent);
+    let lineage = lineage::read(lock, parent, key);
     if parent.pid > 0 {
         plain::note_parent(lock, parent);
     }
     Some(Registration { fd, slot, lineage })
-}
-
-/// The ancestors of `me`, from `parent` up, each with its /proc inode, as
-/// far as they can be read (not beyond our PID namespace) and at most
-/// [`MAX_LINEAGE`]. Each must have started no later than its child: a PID
-/// that went to a new process since is not taken for an ancestor.
-fn lineage(me: i32, parent: Listed) -> Vec<Listed> {
-    let mut chain = Vec::new();
-    let Some(mut child_start) = procfs::start_ticks(me) else {
-        return chain;
-    };
-    let mut next = Some(parent).filter(|p| p.pid > 0);
-    while let Some(link) = next
-        && chain.len() < MAX_LINEAGE
-    {
-        let Some((grandparent, start)) = procfs::read_stat(link.pid) else {
-            break;
-        };
-        if start > child_start {
-            break;
-        }
-        chain.push(link);
-        child_start = start;
-        next = grandparent
-            .and_then(|pid| procfs::directory_inode(Some(pid)).map(|inode| Listed { pid, inode }));
-    }
-    chain
-}
-
-/// Flags, among the `listed` processes (in PID order), our `lineage` (as
-/// noted while we waited, parent first) as far as it still is ours: each
-/// link listed with the same inode is the same process, and a process's
-/// parent changes only when the parent dies, so the chain holds up to the
-/// first link that is gone.
-pub fn mark_lineage(flags: &mut [bool], listed: &[Listed], lineage: &[Listed]) {
-    for &link in lineage {
-        let Some(i) = procfs::position(listed, link) else {
-            break;
-        };
-        flags[i] = true;
-    }
 }
 
 /// Our parent's PID and /proc inode, if the parent is in our PID namespace.
@@ -231,7 +144,7 @@ pub fn from_slots(slots: &[u8]) -> Vec<Waiter> {
 pub fn participants(listed: &[Listed], waiters: &[Waiter]) -> Vec<bool> {
     let mut flags = vec![false; listed.len()];
     for waiter in waiters {
-        if let Some(i) = procfs::position(listed, waiter.waiter) {
+        if let Some(i) = procfs::position(listed, waiter.child) {
             flags[i] = true;
             if let Some(j) = procfs::position(listed, waiter.parent) {
                 flags[j] = true;
@@ -254,7 +167,7 @@ mod tests {
 
     fn waiter(pid: i32, inode: u64, parent: i32, parent_inode: u64) -> Waiter {
         Waiter {
-            waiter: listed(pid, inode),
+            child: listed(pid, inode),
             parent: listed(parent, parent_inode),
         }
     }
@@ -266,58 +179,6 @@ mod tests {
         assert_eq!(Waiter::decode(&one.encode(KEY), KEY), Some(one));
         assert!(offset_of(i32::MAX) as usize + SLOT_SIZE <= PAGE);
         assert_eq!(offset_of(1), offset_of(1 + SLOTS as i32));
-    }
-
-    #[test]
-    fn a_torn_foreign_or_other_boots_slot_is_no_slot() {
-        let slot = waiter(4242, 77, 17, 99).encode(KEY);
-        for byte in 0..SLOT_SIZE {
-            let mut torn = slot;
-            torn[byte] ^= 0x10;
-            assert_eq!(Waiter::decode(&torn, KEY), None, "byte {byte} changed");
-        }
-        assert_eq!(Waiter::decode(&[0u8; SLOT_SIZE], KEY), None);
-        assert_eq!(Waiter::decode(&slot[..20], KEY), None);
-        assert_eq!(Waiter::decode(&slot, KEY + 1), None, "another host's");
-        // A slot whose fields were written over by another waiter's.
-        let mut mixed = slot;
-        mixed[..8].copy_from_slice(&waiter(5000, 1, 2, 3).encode(KEY)[..8]);
-        assert_eq!(Waiter::decode(&mixed, KEY), None);
-    }
-
-    #[test]
-    fn our_lineage_counts_up_to_the_first_link_that_is_gone() {
-        let procs = [
-            listed(1, 10),
-            listed(17, 99),
-            listed(30, 5),
-            listed(4242, 77),
-        ];
-        let marked = |lineage: &[Listed]| {
-            let mut flags = vec![false; procs.len()];
-            mark_lineage(&mut flags, &procs, lineage);
-            flags
-        };
-        let lineage = [listed(4242, 77), listed(30, 5), listed(1, 10)];
-        assert_eq!(marked(&lineage), [true, false, true, true]);
-        // PID 30 is another process now: what was above it is not ours.
-        let lineage = [listed(4242, 77), listed(30, 6), listed(1, 10)];
-        assert_eq!(marked(&lineage), [false, false, false, true]);
-    }
-
-    #[test]
-    fn this_processes_lineage_is_read_from_proc() {
-        let me = std::process::id() as i32;
-        let chain = lineage(me, parent().expect("a parent here"));
-        assert!(!chain.is_empty());
-        assert_eq!(chain[0].pid, nix::unistd::getppid().as_raw());
-        let listed = procfs::ProcDir::open().unwrap().list(&mut [0u8; 8192]);
-        let mut flags = vec![false; listed.len()];
-        mark_lineage(&mut flags, &listed, &chain);
-        assert_eq!(flags.iter().filter(|f| **f).count(), chain.len());
-        for pair in chain.windows(2) {
-            assert_eq!(procfs::parent_of(pair[0].pid), Some(pair[1].pid));
-        }
     }
 
     #[test]
@@ -361,7 +222,7 @@ mod tests {
         let waiters = from_slots(notes::read(file.as_fd(), &mut buf).slots);
         let me = std::process::id() as i32;
         assert_eq!(waiters.len(), 1);
-        assert_eq!(waiters[0].waiter.pid, me);
+        assert_eq!(waiters[0].child.pid, me);
         assert_eq!(waiters[0].parent.pid, nix::unistd::getppid().as_raw());
         let listed = procfs::ProcDir::open().unwrap().list(&mut buf.clone());
         let flags = participants(&listed, &waiters);
