@@ -52,7 +52,8 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 /// `waiters.rs`), each checked against the listing of /proc. Every other
 /// process costs one readlink of its executable, and only interpreters and
 /// sync tools have their command line read (into one buffer, judged without
-/// allocating); only matches are read further.
+/// allocating), but for shells a waiter noted as plain (see `plain.rs`),
+/// whose stat is read instead; only matches are read further.
 pub fn find(
     locations: impl Fn() -> Vec<PathBuf>,
     lockfile: &Path,
