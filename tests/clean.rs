@@ -12,6 +12,10 @@ use crate::support::*;
 
 const QUARANTINE: &str = ".tmp-unverified-download-quarantine";
 
+/// A stand-in for a sync program: says it started, then runs until its
+/// stdin closes.
+const STAND_IN: &str = "#!/bin/sh\necho started\nread _ || true\n";
+
 /// A private Portage configuration root with several repositories and the
 /// leftovers of killed syncs in each.
 struct Portage {
@@ -66,11 +70,16 @@ impl Portage {
         cmd
     }
 
+    /// Writes an executable script `rel` holding `text`.
+    fn script(&self, rel: &str, text: &str) {
+        self.write(rel, text);
+        fs::set_permissions(self.path(rel), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
     /// A running stand-in whose command line looks like `emerge --sync`
     /// (outside any lock) until its stdin is closed.
     fn unwrapped_emerge_sync(&self) -> Bg {
-        self.write("bin/emerge", "#!/bin/sh\necho started\nread _ || true\n");
-        fs::set_permissions(self.path("bin/emerge"), fs::Permissions::from_mode(0o755)).unwrap();
+        self.script("bin/emerge", STAND_IN);
         let mut cmd = hermetic(self.path("bin/emerge"));
         cmd.arg("--sync");
         let mut emerge = Bg::spawn(cmd);
@@ -228,8 +237,7 @@ fn with_tarsync_installed_timestamp_x_goes_only_with_a_webrsync_leftover() {
     let p = Portage::new();
     p.rsync_repo("gentoo", 0);
     p.write("repos/gentoo/metadata/timestamp.x", "1 x\n");
-    p.write("bin/tarsync", "#!/bin/sh\n");
-    fs::set_permissions(p.path("bin/tarsync"), fs::Permissions::from_mode(0o755)).unwrap();
+    p.script("bin/tarsync", "#!/bin/sh\n");
     let path = format!(
         "{}:{}",
         p.path("bin").display(),
@@ -343,8 +351,7 @@ fn unwrapped_rsync_into_the_real_path_of_a_symlinked_repo_is_waited_for() {
         "linked.conf",
         "[linked]\nlocation = @/repos/linked\nsync-type = rsync\n",
     );
-    p.write("bin/rsync", "#!/bin/sh\necho started\nread _ || true\n");
-    fs::set_permissions(p.path("bin/rsync"), fs::Permissions::from_mode(0o755)).unwrap();
+    p.script("bin/rsync", STAND_IN);
     let mut rsync = Bg::spawn({
         let mut cmd = hermetic(p.path("bin/rsync"));
         cmd.arg("-a")
@@ -377,8 +384,7 @@ fn unwrapped_syncs_whose_wrapped_part_queues_for_the_lock_are_not_waited_for() {
     // one that gets the lock must not wait for the other, which waits for
     // the lock itself.
     let p = Portage::exclusive();
-    p.write("bin/eix-sync", "#!/bin/sh\n\"$@\"\n");
-    fs::set_permissions(p.path("bin/eix-sync"), fs::Permissions::from_mode(0o755)).unwrap();
+    p.script("bin/eix-sync", "#!/bin/sh\n\"$@\"\n");
     let mut holder = Bg::spawn(p.synclock(["--", "sh", "-c", "echo locked; read _ || true"]));
     holder.expect_stdout("locked");
     let eix_sync = |name: &str| {
@@ -410,11 +416,10 @@ fn a_dead_waiters_slot_does_not_hide_its_unwrapped_parent() {
     // the wrapped part's slot stays in the lockfile, naming eix-sync as its
     // parent, but a slot counts only while its waiter lives.
     let p = Portage::exclusive();
-    p.write(
+    p.script(
         "bin/eix-sync",
         "#!/bin/sh\n\"$@\"\necho wrapped part ended\nread _ || true\n",
     );
-    fs::set_permissions(p.path("bin/eix-sync"), fs::Permissions::from_mode(0o755)).unwrap();
     let mut holder = Bg::spawn(p.synclock(["--", "sh", "-c", "echo locked; read _ || true"]));
     holder.expect_stdout("locked");
     let mut eix_sync = Bg::spawn({
@@ -450,8 +455,7 @@ fn a_noted_shell_that_execs_a_sync_is_found() {
     // as no sync: the scan then passes over it without reading its command
     // line. Once it execs `emerge --sync`, it must be found again.
     let p = Portage::exclusive();
-    p.write("bin/emerge", "#!/bin/sh\necho started\nread _ || true\n");
-    fs::set_permissions(p.path("bin/emerge"), fs::Permissions::from_mode(0o755)).unwrap();
+    p.script("bin/emerge", STAND_IN);
     let mut holder = Bg::spawn(p.synclock(["--", "sh", "-c", "echo locked; read _ || true"]));
     holder.expect_stdout("locked");
     let mut shell = Bg::spawn({
