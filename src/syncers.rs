@@ -191,6 +191,7 @@ enum Verdict {
     Tool(usize),
 }
 
+/// Judges a process by its command line `words` alone.
 fn judge(words: &[&str]) -> Verdict {
     if words
         .first()
