@@ -129,7 +129,7 @@ pub fn note(lock: BorrowedFd<'_>, threads: &[Listed], floor: i32) {
     for thread in threads {
         page.extend(notes::entry(thread.pid, thread.inode, key));
     }
-    let _ = pwrite(lock, &page, PAGE as i64);
+    let _ = pwrite(lock, &page, notes::KERNEL as i64);
 }
 
 /// Whether `process` is one of the noted `threads` (in PID order).

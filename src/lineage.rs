@@ -17,22 +17,11 @@ use std::os::fd::BorrowedFd;
 
 use nix::sys::uio::{pread, pwrite};
 
-use crate::notes::{LINK, Link, PAGE};
+use crate::notes::{LINK, LINKS, Link};
 use crate::procfs::{self, Listed};
 
 /// Ancestors read at most: more than any real chain of wrappers.
 const MAX: usize = 16;
-/// Pairs of links the page holds: a PID's link is in one of a pair, so
-/// that two PIDs that fall on the same pair can both be kept.
-const PAIRS: usize = PAGE / (2 * LINK);
-
-/// Where the pair that may hold the link of the process `pid` starts in
-/// the lockfile.
-fn offset_of(pid: i32) -> i64 {
-    let pair = pid.unsigned_abs() as usize % PAIRS;
-    (3 * PAGE + pair * 2 * LINK) as i64
-}
-
 /// Which link of its pair a new link of `pid` takes, given the pair's
 /// links as noted: the one that is `pid`'s already, else one that is no
 /// link, else the one `pid` itself picks (so that two PIDs that keep
@@ -43,13 +32,13 @@ fn slot_for(pid: i32, pair: &[Option<Link>; 2]) -> usize {
         .position(|link| link.is_some_and(|l| l.child.pid == pid));
     let free = pair.iter().position(Option::is_none);
     own.or(free)
-        .unwrap_or((pid.unsigned_abs() as usize / PAIRS) % 2)
+        .unwrap_or((pid.unsigned_abs() as usize / LINKS.len()) % 2)
 }
 
 /// The links noted in the pair for `pid`.
 fn pair_for(lock: BorrowedFd<'_>, pid: i32, key: u64) -> [Option<Link>; 2] {
     let mut bytes = [0u8; 2 * LINK];
-    let len = pread(lock, &mut bytes, offset_of(pid)).unwrap_or(0);
+    let len = pread(lock, &mut bytes, LINKS.offset_of(pid)).unwrap_or(0);
     let link = |at: usize| {
         bytes
             .get(at..at + LINK)
@@ -61,7 +50,7 @@ fn pair_for(lock: BorrowedFd<'_>, pid: i32, key: u64) -> [Option<Link>; 2] {
 
 /// Notes `link` in the lockfile open on `lock`, given its pair as read.
 fn note(lock: BorrowedFd<'_>, link: Link, pair: &[Option<Link>; 2], key: u64) {
-    let at = offset_of(link.child.pid) + (slot_for(link.child.pid, pair) * LINK) as i64;
+    let at = LINKS.offset_of(link.child.pid) + (slot_for(link.child.pid, pair) * LINK) as i64;
     let _ = pwrite(lock, &link.encode(key), at);
 }
 
@@ -251,8 +240,8 @@ mod tests {
         let lock = file.as_fd();
         let (a, b, c) = (
             listed(7, 1),
-            listed(7 + PAIRS as i32, 2),
-            listed(7 + 2 * PAIRS as i32, 3),
+            listed(7 + LINKS.len() as i32, 2),
+            listed(7 + 2 * LINKS.len() as i32, 3),
         );
         let link = |child| Link {
             child,

@@ -40,6 +40,47 @@ pub const HEADER_SIZE: usize = 32;
 pub const PAGE: usize = 4096;
 /// The first two pages of notes: [`read`] wants a buffer this long.
 pub const SIZE: usize = 2 * PAGE;
+
+/// A part of the notes: a table of records of one size, each PID's record
+/// (or group of records) at the PID modulo the table's length.
+#[derive(Clone, Copy)]
+pub struct Table {
+    /// Where it starts in the lockfile.
+    pub start: usize,
+    /// The size of a PID's records.
+    pub size: usize,
+}
+
+/// The waiters' slots: the first page, after the header (`waiters.rs`).
+pub const SLOTS: Table = Table {
+    start: HEADER_SIZE,
+    size: LINK,
+};
+/// The kernel threads: the second page, written whole (`kthreads.rs`).
+pub const KERNEL: usize = PAGE;
+/// The plain shells: the third page (`plain.rs`).
+pub const PLAIN: Table = Table {
+    start: 2 * PAGE,
+    size: ENTRY,
+};
+/// Lineage links, two to a PID: the fourth page (`lineage.rs`).
+pub const LINKS: Table = Table {
+    start: 3 * PAGE,
+    size: 2 * LINK,
+};
+
+impl Table {
+    /// How many PIDs' records the table holds: up to the end of its page.
+    pub const fn len(self) -> usize {
+        (PAGE - self.start % PAGE) / self.size
+    }
+
+    /// Where the records of `pid` start in the lockfile.
+    pub fn offset_of(self, pid: i32) -> i64 {
+        let index = pid.unsigned_abs() as usize % self.len();
+        (self.start + index * self.size) as i64
+    }
+}
 /// The size of an entry naming one process (see [`entry`]).
 pub const ENTRY: usize = 16;
 
@@ -186,7 +227,7 @@ pub fn read<'b>(lock: BorrowedFd<'_>, buf: &'b mut [u8]) -> Pages<'b> {
     let notes = &buf[..len];
     match notes.strip_prefix(&HEADER) {
         Some(_) => {
-            let (first, second) = notes.split_at(notes.len().min(PAGE));
+            let (first, second) = notes.split_at(notes.len().min(KERNEL));
             Pages {
                 slots: &first[HEADER_SIZE..],
                 kernel: second,
@@ -259,6 +300,18 @@ mod tests {
             parent: listed(0, 0),
         };
         assert_eq!(Link::decode(&top.encode(7), 7), Some(top));
+    }
+
+    #[test]
+    fn each_table_fills_its_own_page() {
+        for (table, page) in [(SLOTS, 0), (PLAIN, 2), (LINKS, 3)] {
+            assert_eq!(table.start / PAGE, page);
+            let end = table.offset_of(table.len() as i32 - 1) as usize + table.size;
+            assert!(end <= (page + 1) * PAGE && end + table.size > (page + 1) * PAGE);
+            assert_eq!(table.offset_of(5), table.offset_of(5 + table.len() as i32));
+        }
+        assert_eq!(KERNEL / PAGE, 1);
+        assert_eq!((SLOTS.len(), PLAIN.len(), LINKS.len()), (127, 256, 64));
     }
 
     #[test]

@@ -28,24 +28,15 @@ use std::os::fd::BorrowedFd;
 
 use nix::sys::uio::{pread, pwrite};
 
-use crate::notes::{self, ENTRY, PAGE};
+use crate::notes::{self, ENTRY, PLAIN};
 use crate::procfs::{Listed, ProcDir};
 use crate::syncers;
-
-/// Entries in the page of plain processes.
-const ENTRIES: usize = PAGE / ENTRY;
-
-/// Where the entry of `pid` starts in the lockfile: in the third page.
-fn offset_of(pid: i32) -> i64 {
-    let index = pid.unsigned_abs() as usize % ENTRIES;
-    (2 * PAGE + index * ENTRY) as i64
-}
 
 /// The process the entry for `pid` names, as read from the lockfile open
 /// on `lock`, if that entry is sealed under `key`.
 fn entry_for(lock: BorrowedFd<'_>, pid: i32, key: u64) -> Option<(i32, u64)> {
     let mut entry = [0u8; ENTRY];
-    (pread(lock, &mut entry, offset_of(pid)) == Ok(ENTRY) && entry != [0u8; ENTRY])
+    (pread(lock, &mut entry, PLAIN.offset_of(pid)) == Ok(ENTRY) && entry != [0u8; ENTRY])
         .then(|| notes::read_entry(&entry, key))
         .flatten()
 }
@@ -83,7 +74,7 @@ pub fn note_parent(lock: BorrowedFd<'_>, parent: Listed) {
         let _ = pwrite(
             lock,
             &notes::entry(parent.pid, parent.inode, key),
-            offset_of(parent.pid),
+            PLAIN.offset_of(parent.pid),
         );
     }
 }
@@ -91,14 +82,18 @@ pub fn note_parent(lock: BorrowedFd<'_>, parent: Listed) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notes::PAGE;
     use std::os::fd::AsFd;
     use std::os::unix::fs::FileExt;
 
     #[test]
     fn entries_are_in_the_third_page_by_pid() {
-        assert_eq!(offset_of(0), 2 * PAGE as i64);
-        assert_eq!(offset_of(ENTRIES as i32 - 1) as usize + ENTRY, 3 * PAGE);
-        assert_eq!(offset_of(7), offset_of(7 + ENTRIES as i32));
+        assert_eq!(PLAIN.offset_of(0), 2 * PAGE as i64);
+        assert_eq!(
+            PLAIN.offset_of(PLAIN.len() as i32 - 1) as usize + ENTRY,
+            3 * PAGE
+        );
+        assert_eq!(PLAIN.offset_of(7), PLAIN.offset_of(7 + PLAIN.len() as i32));
     }
 
     #[test]
@@ -111,7 +106,7 @@ mod tests {
             inode: 77,
         };
         assert!(!is_noted(lock, shell), "nothing noted yet");
-        let at = offset_of(shell.pid) as u64;
+        let at = PLAIN.offset_of(shell.pid) as u64;
         file.write_at(&notes::entry(4242, 77, key), at).unwrap();
         assert!(is_noted(lock, shell));
         assert!(
@@ -125,7 +120,7 @@ mod tests {
             "PID reused"
         );
         let same_entry = Listed {
-            pid: 4242 + ENTRIES as i32,
+            pid: 4242 + PLAIN.len() as i32,
             inode: 77,
         };
         assert!(!is_noted(lock, same_entry), "another PID on that entry");

@@ -28,23 +28,15 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::sys::uio::{pread, pwrite};
 
 use crate::lineage;
-use crate::notes::{self, HEADER_SIZE, PAGE};
+use crate::notes::{self, SLOTS};
 use crate::plain;
 use crate::procfs::{self, Listed};
 
 /// A slot: one [`notes::Link`], the waiter and its parent.
 const SLOT_SIZE: usize = notes::LINK;
-/// Slots in all: with the header, the first page of notes.
-const SLOTS: usize = (PAGE - HEADER_SIZE) / SLOT_SIZE;
 
 /// One waiter as its slot says: the waiter is the link's child.
 pub type Waiter = notes::Link;
-
-/// Where the slot of `pid` starts in the lockfile.
-fn offset_of(pid: i32) -> i64 {
-    let index = pid.unsigned_abs() as usize % SLOTS;
-    (HEADER_SIZE + index * SLOT_SIZE) as i64
-}
 
 /// This process's slot in the lockfile, cleared when dropped, and its
 /// lineage. It keeps a descriptor of its own for the lockfile (a duplicate
@@ -77,12 +69,12 @@ pub fn register(lock: BorrowedFd<'_>) -> Option<Registration> {
         return None;
     }
     let slot = Waiter { child: me, parent }.encode(key);
-    if pwrite(lock, &slot, offset_of(me.pid)).ok()? != SLOT_SIZE {
+    if pwrite(lock, &slot, SLOTS.offset_of(me.pid)).ok()? != SLOT_SIZE {
         return None;
     }
     let fd = lock.try_clone_to_owned().ok();
     let Some(fd) = fd else {
-        clear(lock, &slot, offset_of(me.pid));
+        clear(lock, &slot, SLOTS.offset_of(me.pid));
         return None;
     };
     let lineage = lineage::read(lock, parent, key);
@@ -107,7 +99,7 @@ fn parent() -> Option<Listed> {
 impl Drop for Registration {
     fn drop(&mut self) {
         let pid = i32::from_le_bytes(self.slot[0..4].try_into().unwrap_or_default());
-        clear(self.fd.as_fd(), &self.slot, offset_of(pid));
+        clear(self.fd.as_fd(), &self.slot, SLOTS.offset_of(pid));
     }
 }
 
@@ -157,6 +149,7 @@ pub fn participants(listed: &[Listed], waiters: &[Waiter]) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notes::{HEADER_SIZE, PAGE};
     use std::io::Write;
 
     const KEY: u64 = 0x1234;
@@ -174,11 +167,11 @@ mod tests {
 
     #[test]
     fn slots_round_trip_and_fit_the_first_page() {
-        assert_eq!(SLOTS, 127);
+        assert_eq!(SLOTS.len(), 127);
         let one = waiter(4242, 1 << 40, 17, 99);
         assert_eq!(Waiter::decode(&one.encode(KEY), KEY), Some(one));
-        assert!(offset_of(i32::MAX) as usize + SLOT_SIZE <= PAGE);
-        assert_eq!(offset_of(1), offset_of(1 + SLOTS as i32));
+        assert!(SLOTS.offset_of(i32::MAX) as usize + SLOT_SIZE <= PAGE);
+        assert_eq!(SLOTS.offset_of(1), SLOTS.offset_of(1 + SLOTS.len() as i32));
     }
 
     #[test]
