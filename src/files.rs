@@ -229,11 +229,8 @@ impl Kept {
             .open(path)
             .ok()?;
         let meta = file.metadata().ok()?;
-        let trusted = meta.is_file()
-            && meta.uid() == owner
-            && meta.nlink() == 1
-            && meta.mode() & 0o022 == 0
-            && meta.len() <= MAX_SIZE;
+        let trusted =
+            refusal(&meta, owner).is_none() && meta.nlink() == 1 && meta.mode() & 0o022 == 0;
         trusted.then_some(Kept {
             file,
             len: meta.len(),
@@ -292,19 +289,8 @@ pub fn read_trusted(path: &Path, owner: u32) -> Result<String, Unread> {
     let meta = file
         .metadata()
         .map_err(|err| Unread::Refused(err.to_string()))?;
-    if !meta.is_file() {
-        return Err(Unread::Refused("it is not a regular file".into()));
-    }
-    if meta.uid() != owner {
-        return Err(Unread::Refused(format!(
-            "it is owned by uid {}, not the lockfile's owner",
-            meta.uid()
-        )));
-    }
-    if meta.len() > MAX_SIZE {
-        return Err(Unread::Refused(format!(
-            "it is larger than {MAX_SIZE} bytes"
-        )));
+    if let Some(why) = refusal(&meta, owner) {
+        return Err(Unread::Refused(why));
     }
     // Sized from fstat, so the whole file comes in one read (and one more
     // that finds the end).
@@ -313,6 +299,24 @@ pub fn read_trusted(path: &Path, owner: u32) -> Result<String, Unread> {
         .read_to_string(&mut text)
         .map_err(|err| Unread::Refused(err.to_string()))?;
     Ok(text)
+}
+
+/// Why a file with `meta` is not to be trusted as written by the lock's
+/// holder: not a regular file, owned by someone other than `owner` (the
+/// lockfile's owner), or larger than [`MAX_SIZE`]. `None` when it is.
+fn refusal(meta: &fs::Metadata, owner: u32) -> Option<String> {
+    if !meta.is_file() {
+        Some("it is not a regular file".into())
+    } else if meta.uid() != owner {
+        Some(format!(
+            "it is owned by uid {}, not the lockfile's owner",
+            meta.uid()
+        ))
+    } else if meta.len() > MAX_SIZE {
+        Some(format!("it is larger than {MAX_SIZE} bytes"))
+    } else {
+        None
+    }
 }
 
 /// Escapes backslash, newline and tab, for one-line fields.
