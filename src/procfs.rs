@@ -168,16 +168,20 @@ pub fn read_stat(pid: i32) -> Option<(Option<i32>, u64)> {
     read_head(&format!("/proc/{pid}/stat"), parse_stat)
 }
 
-/// Parent PID and start ticks from `/proc/PID/stat`. The command name in
-/// parentheses may itself hold spaces and parentheses, so fields are
-/// counted from the last `)`.
+/// Parent PID and start ticks from `/proc/PID/stat`.
 fn parse_stat(stat: &str) -> Option<(Option<i32>, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state); parent is field 4, starttime field 22.
-    let parent = fields.get(1)?.parse().ok().filter(|p| *p > 0);
-    let start = fields.get(19)?.parse().ok()?;
+    let mut fields = fields_after_name(stat)?;
+    // The first is field 3 (state); parent is field 4, starttime field 22.
+    let parent = fields.nth(1)?.parse().ok().filter(|p| *p > 0);
+    let start = fields.nth(17)?.parse().ok()?;
     Some((parent, start))
+}
+
+/// The fields of `/proc/PID/stat` from field 3 (state) on. The command
+/// name before them, in parentheses, may itself hold spaces and
+/// parentheses, so they are counted from the last `)`.
+fn fields_after_name(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace())
 }
 
 /// The kernel's own tasks: kthreadd (PID 2) and its children, which are
@@ -203,11 +207,9 @@ pub fn kernel_threads(proc_dir: &ProcDir, buf: &mut [u8]) -> Vec<i32> {
 /// exec, shown in the flags field of /proc/PID/stat.
 const PF_FORKNOEXEC: u32 = 0x40;
 
-/// The flags field (field 9) of `/proc/PID/stat`, counted from the last
-/// `)` like [`parse_stat`].
+/// The flags field (field 9) of `/proc/PID/stat`.
 fn stat_flags(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(6)?.parse().ok()
+    fields_after_name(stat)?.nth(6)?.parse().ok()
 }
 
 /// Judges the start of the file at `path` (one read of at most 1 KiB).
