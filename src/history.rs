@@ -125,7 +125,11 @@ impl Log {
         runs.truncate(MAX_ENTRIES);
         let text = encode(&runs).into_bytes();
         // Ours is the first line after the header: start, tab, end...
-        let offset = HEADER.len() + 1 + nanos(runs[0].start).to_string().len() + 1;
+        let line = HEADER.len() + 1;
+        let offset = text[line..]
+            .iter()
+            .position(|b| *b == b'\t')
+            .map(|tab| line + tab + 1);
         Pending {
             path,
             kept,
@@ -145,7 +149,7 @@ pub struct Pending {
     runs: Vec<Run>,
     text: Vec<u8>,
     /// Where this run's end and code are in `text`.
-    offset: usize,
+    offset: Option<usize>,
 }
 
 impl Pending {
@@ -156,10 +160,11 @@ impl Pending {
         self.runs[0].end = end;
         self.runs[0].code = code;
         let fields = end_and_code(&self.runs[0]);
-        if fields.len() == placeholder.len() {
-            self.text[self.offset..self.offset + fields.len()].copy_from_slice(fields.as_bytes());
-        } else {
-            self.text = encode(&self.runs).into_bytes();
+        match self.offset {
+            Some(at) if fields.len() == placeholder.len() => {
+                self.text[at..at + fields.len()].copy_from_slice(fields.as_bytes());
+            }
+            _ => self.text = encode(&self.runs).into_bytes(),
         }
         match &mut self.kept {
             Some(kept) => kept.rewrite(&self.text),
