@@ -434,11 +434,9 @@ fn a_dead_waiters_slot_does_not_hide_its_unwrapped_parent() {
     assert_eq!(wrapped.len(), 1, "{wrapped:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(wrapped[0]), Signal::SIGKILL).unwrap();
     eix_sync.expect_stdout("wrapped part ended");
-    let lockfile = fs::read(p.env.lockfile()).unwrap();
-    let at = 32 + (wrapped[0] as usize % 127) * 32;
     assert_eq!(
-        lockfile[at..at + 4],
-        wrapped[0].to_le_bytes(),
+        notes::pid_in(&notes::slot_of(&p.env.lockfile(), wrapped[0]), 0),
+        wrapped[0],
         "the killed waiter's slot is still there"
     );
     holder.release();
@@ -472,19 +470,18 @@ fn a_noted_shell_that_execs_a_sync_is_found() {
     let subshell = children_of(shell.pid.as_raw());
     assert_eq!(subshell.len(), 1, "{subshell:?}");
     let subshell = subshell[0];
-    let noted = |lockfile: &[u8]| {
-        let at = 2 * 4096 + (subshell as usize % 256) * 16;
-        lockfile.get(at..at + 4) == Some(&subshell.to_le_bytes()[..])
-    };
     assert!(
-        noted(&fs::read(p.env.lockfile()).unwrap()),
+        notes::plain_noted(&p.env.lockfile(), subshell),
         "the waiting synclock noted its parent"
     );
     holder.release();
     assert_eq!(holder.finish().code(), Some(0));
     shell.expect_stdout("wrapped done");
     shell.expect_stdout("started");
-    assert!(noted(&fs::read(p.env.lockfile()).unwrap()), "notes stay");
+    assert!(
+        notes::plain_noted(&p.env.lockfile(), subshell),
+        "notes stay"
+    );
 
     refused_for_the_outside_sync(&p, nix::unistd::Pid::from_raw(subshell));
     shell.release();

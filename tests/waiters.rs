@@ -5,29 +5,11 @@
 
 use std::fs;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 
 use nix::sys::signal::Signal;
 
+use crate::support::notes::{HEADER, pid_in, slot_of};
 use crate::support::*;
-
-const HEADER: &[u8] = b"synclock notes 1\n";
-
-/// The 32-byte slot of `pid`: after a 32-byte header, slot `pid % 127`.
-fn slot_of(lockfile: &Path, pid: i32) -> [u8; 32] {
-    let contents = fs::read(lockfile).expect("lockfile");
-    assert!(contents.starts_with(HEADER), "{contents:?}");
-    let at = 32 + (pid as usize % 127) * 32;
-    let mut slot = [0u8; 32];
-    if let Some(bytes) = contents.get(at..at + 32) {
-        slot.copy_from_slice(bytes);
-    }
-    slot
-}
-
-fn pid_in(slot: &[u8; 32], at: usize) -> i32 {
-    i32::from_le_bytes(slot[at..at + 4].try_into().unwrap())
-}
 
 #[test]
 fn a_waiter_writes_its_slot_and_clears_it_once_its_command_started() {

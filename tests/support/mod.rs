@@ -389,3 +389,41 @@ pub fn children_of(pid: i32) -> Vec<i32> {
         })
         .unwrap_or_default()
 }
+
+/// The notes synclock keeps in its lockfile (see `src/notes.rs`), read as
+/// a user would: by their documented layout.
+pub mod notes {
+    use std::path::Path;
+
+    /// The start of a lockfile that holds notes.
+    pub const HEADER: &[u8] = b"synclock notes 1\n";
+
+    /// `N` bytes at `at` in `lockfile`, zeros where it is shorter.
+    fn bytes_at<const N: usize>(lockfile: &Path, at: usize) -> [u8; N] {
+        let contents = std::fs::read(lockfile).expect("lockfile");
+        assert!(contents.starts_with(HEADER), "{contents:?}");
+        let mut bytes = [0u8; N];
+        if let Some(found) = contents.get(at..at + N) {
+            bytes.copy_from_slice(found);
+        }
+        bytes
+    }
+
+    /// The 32-byte waiter slot of `pid`: after the 32-byte header, slot
+    /// `pid % 127`.
+    pub fn slot_of(lockfile: &Path, pid: i32) -> [u8; 32] {
+        bytes_at(lockfile, 32 + (pid as usize % 127) * 32)
+    }
+
+    /// The PID at `at` in a slot or entry.
+    pub fn pid_in(bytes: &[u8], at: usize) -> i32 {
+        i32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+    }
+
+    /// Whether `pid` is noted as a plain shell: the third page holds one
+    /// 16-byte entry per `pid % 256`, starting with the PID.
+    pub fn plain_noted(lockfile: &Path, pid: i32) -> bool {
+        let entry: [u8; 16] = bytes_at(lockfile, 2 * 4096 + (pid as usize % 256) * 16);
+        pid_in(&entry, 0) == pid
+    }
+}
