@@ -51,9 +51,9 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 /// waiters that wrote themselves into the lockfile with their parents (see
 /// `waiters.rs`), each checked against the listing of /proc. Every other
 /// process costs one readlink of its executable, and only interpreters and
-/// sync tools have their command line read (into one buffer, judged without
-/// allocating), but for shells a waiter noted as plain (see `plain.rs`),
-/// whose stat is read instead; only matches are read further.
+/// sync tools have their command line read (into one buffer, split into
+/// words borrowed from it), but for shells a waiter noted as plain (see
+/// `plain.rs`), whose stat is read instead; only matches are read further.
 pub fn find(
     locations: impl Fn() -> Vec<PathBuf>,
     lockfile: &Path,
