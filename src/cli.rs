@@ -127,28 +127,7 @@ pub enum Action {
     },
 }
 
-/// How long to wait for a busy lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wait {
-    /// Fail at once (`-n`, `--wait 0`).
-    No,
-    /// Give up after this long.
-    Upto(Duration),
-    /// Wait as long as it takes (the default).
-    Forever,
-}
-
 impl Cli {
-    /// The waiting policy that `--wait` and `--nonblock` add up to.
-    pub fn wait_policy(&self) -> Wait {
-        match (self.nonblock, self.wait) {
-            (true, _) => Wait::No,
-            (false, Some(limit)) if limit.is_zero() => Wait::No,
-            (false, Some(limit)) => Wait::Upto(limit),
-            (false, None) => Wait::Forever,
-        }
-    }
-
     /// The verbosity chosen by `-q`/`-v`.
     pub fn level(&self) -> msg::Level {
         match (self.quiet, self.verbose) {
@@ -162,7 +141,7 @@ impl Cli {
 /// Parses the command line `args` (the program name first). Help and
 /// version go to stdout (exit 0); a usage error becomes one `synclock:` line
 /// on stderr and exit code 2.
-pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli, u8> {
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     Cli::try_parse_from(args).map_err(|err| {
         use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
         if matches!(err.kind(), DisplayHelp | DisplayVersion) {
@@ -235,22 +214,6 @@ mod tests {
 
     fn parse_from(args: &[&str]) -> Cli {
         Cli::try_parse_from(args).expect("parses")
-    }
-
-    #[test]
-    fn wait_zero_and_nonblock_mean_no_wait() {
-        assert_eq!(
-            parse_from(&["synclock", "-w", "0", "true"]).wait_policy(),
-            Wait::No
-        );
-        assert_eq!(
-            parse_from(&["synclock", "-n", "-w", "5", "true"]).wait_policy(),
-            Wait::No
-        );
-        assert_eq!(
-            parse_from(&["synclock", "true"]).wait_policy(),
-            Wait::Forever
-        );
     }
 
     #[test]

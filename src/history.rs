@@ -2,7 +2,8 @@
 //! lock (start, end, exit code, PID), kept next to the lockfile as
 //! `<lockfile>.history` for `--coalesce`, `--min-interval` and `status`.
 //!
-//! It is written only while holding the lock, atomically, readable by all,
+//! It is written only while holding the lock, atomically (a new file
+//! renamed over the old), readable by all,
 //! and bounded to the [`MAX_ENTRIES`] most recent command lines. A corrupt,
 //! truncated or untrustworthy history is reported in one line and treated
 //! as empty: it is never a reason to fail or to skip the lock.
@@ -44,11 +45,11 @@ pub fn path_for(lockfile: &Path) -> PathBuf {
     files::next_to(lockfile, ".history")
 }
 
-/// The remembered runs, newest first, for a reader that does not hold the
-/// lock (the holder rewrites the file in place: see [`files::Kept`]).
+/// The remembered runs of the lock at `lockfile` (owned by `owner`),
+/// newest first.
 pub fn read(lockfile: &Path, owner: u32) -> Vec<Run> {
     let path = path_for(lockfile);
-    judge(&path, files::read_settled(&path, owner))
+    judge(&path, files::read_trusted(&path, owner))
 }
 
 /// The runs in `text` as read from `path`; what is wrong with it is said
@@ -82,100 +83,15 @@ pub fn last<'a>(runs: &'a [Run], command: &[String]) -> Option<&'a Run> {
     runs.iter().find(|run| run.command == command)
 }
 
-/// The history as the lock's holder has it: read once, written once.
-pub struct Log {
-    path: PathBuf,
-    /// The file, kept open to be rewritten in place; `None` when it cannot
-    /// be (then it is replaced atomically).
-    kept: Option<files::Kept>,
-    runs: Vec<Run>,
-}
-
-impl Log {
-    /// Reads the history of `lockfile` (owned by `owner`). Call only while
-    /// holding the lock.
-    pub fn open(lockfile: &Path, owner: u32) -> Log {
-        let path = path_for(lockfile);
-        let kept = files::Kept::open(&path, owner);
-        let text = match &kept {
-            Some(kept) => kept.read().map_err(|err| Unread::Refused(err.to_string())),
-            None => files::read_trusted(&path, owner),
-        };
-        let runs = judge(&path, text);
-        Log { path, kept, runs }
-    }
-
-    /// The remembered runs, newest first.
-    pub fn runs(&self) -> &[Run] {
-        &self.runs
-    }
-
-    /// Prepares the history with `run` (whose end and code are set by
-    /// [`Pending::finish`]) as the last of its command line. Done while the
-    /// command runs, it keeps the work off the path between the command's
-    /// end and the release.
-    pub fn prepare(self, run: Run) -> Pending {
-        let Log {
-            path,
-            kept,
-            mut runs,
-        } = self;
-        runs.retain(|old| old.command != run.command);
-        runs.insert(0, run);
-        runs.truncate(MAX_ENTRIES);
-        let text = encode(&runs).into_bytes();
-        // Ours is the first line after the header: start, tab, end...
-        let line = HEADER.len() + 1;
-        let offset = text[line..]
-            .iter()
-            .position(|b| *b == b'\t')
-            .map(|tab| line + tab + 1);
-        Pending {
-            path,
-            kept,
-            runs,
-            text,
-            offset,
-        }
-    }
-}
-
-/// The history with this run first, encoded while its command runs but
-/// for the run's end and exit code, which are written in at fixed width
-/// when it has ended.
-pub struct Pending {
-    path: PathBuf,
-    kept: Option<files::Kept>,
-    runs: Vec<Run>,
-    text: Vec<u8>,
-    /// Where this run's end and code are in `text`.
-    offset: Option<usize>,
-}
-
-impl Pending {
-    /// Writes the history, with this run's `end` and `code`. Call only
-    /// while holding the lock.
-    pub fn finish(mut self, end: SystemTime, code: u8) -> std::io::Result<()> {
-        let placeholder = end_and_code(&self.runs[0]);
-        self.runs[0].end = end;
-        self.runs[0].code = code;
-        let fields = end_and_code(&self.runs[0]);
-        match self.offset {
-            Some(at) if fields.len() == placeholder.len() => {
-                self.text[at..at + fields.len()].copy_from_slice(fields.as_bytes());
-            }
-            _ => self.text = encode(&self.runs).into_bytes(),
-        }
-        match &mut self.kept {
-            Some(kept) => kept.rewrite(&self.text),
-            None => files::write_atomic(&self.path, &self.text),
-        }
-    }
-}
-
-/// A run's end and exit code as they are written, at fixed widths.
-fn end_and_code(run: &Run) -> String {
-    format!("{:019}\t{:03}", nanos(run.end), run.code)
+/// Remembers `run` as the last of its command line in the history of
+/// `lockfile` (owned by `owner`), replacing the file atomically. Call only
+/// while holding the lock.
+pub fn remember(lockfile: &Path, owner: u32, run: Run) -> std::io::Result<()> {
+    let mut runs = read(lockfile, owner);
+    runs.retain(|old| old.command != run.command);
+    runs.insert(0, run);
+    runs.truncate(MAX_ENTRIES);
+    files::write_atomic(&path_for(lockfile), encode(&runs).as_bytes())
 }
 
 /// Times are kept in nanoseconds: `--coalesce` compares a run's end with the
@@ -199,9 +115,10 @@ fn encode(runs: &[Run]) -> String {
     let mut text = format!("{HEADER}\n");
     for run in runs {
         text.push_str(&format!(
-            "{}\t{}\t{}",
+            "{}\t{}\t{}\t{}",
             nanos(run.start),
-            end_and_code(run),
+            nanos(run.end),
+            run.code,
             run.pid
         ));
         for word in &run.command {
@@ -248,11 +165,8 @@ fn decode(text: &str) -> Result<Vec<Run>, usize> {
 mod tests {
     use super::*;
 
-    /// Remembers `run` as the holder of the lock on `lockfile` would.
     fn remember(lockfile: &Path, run: Run) -> std::io::Result<()> {
-        let owner = nix::unistd::geteuid().as_raw();
-        let (end, code) = (run.end, run.code);
-        Log::open(lockfile, owner).prepare(run).finish(end, code)
+        super::remember(lockfile, nix::unistd::geteuid().as_raw(), run)
     }
 
     fn run(words: &[&str], code: u8) -> Run {
@@ -285,53 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn a_prepared_history_is_rewritten_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("l");
-        let owner = nix::unistd::geteuid().as_raw();
-        remember(&lock, run(&["other"], 0)).unwrap();
-        let inode =
-            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path_for(&lock)).unwrap());
-        let mut ours = run(&["emerge", "--sync"], 0);
-        ours.end = ours.start;
-        let pending = Log::open(&lock, owner).prepare(ours.clone());
-        assert_eq!(read(&lock, owner).len(), 1, "not written before it ends");
-        let end = ours.start + Duration::from_secs(90);
-        pending.finish(end, 12).unwrap();
-        let runs = read(&lock, owner);
-        assert_eq!(runs.len(), 2);
-        assert_eq!(
-            runs[0],
-            Run {
-                end,
-                code: 12,
-                ..ours
-            }
-        );
-        assert_eq!(runs[1].command, ["other"]);
-        let meta = std::fs::metadata(path_for(&lock)).unwrap();
-        assert_eq!(
-            std::os::unix::fs::MetadataExt::ino(&meta),
-            inode,
-            "the same file"
-        );
-        // Shorter again: the rest is cut off.
-        remember(&lock, run(&["emerge", "--sync"], 3)).unwrap();
-        let mut shorter = Log::open(&lock, owner).prepare(run(&["x"], 0));
-        shorter.runs.truncate(1);
-        shorter.text = encode(&shorter.runs).into_bytes();
-        shorter.finish(end, 0).unwrap();
-        assert_eq!(read(&lock, owner).len(), 1);
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names, ["l.history"], "no temp file left");
-    }
-
-    #[test]
-    fn a_history_that_cannot_be_kept_is_replaced() {
+    fn a_history_is_never_written_through_a_link() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("l");
         let owner = nix::unistd::geteuid().as_raw();

@@ -5,8 +5,9 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 /// How much synclock says about itself.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -77,20 +78,83 @@ pub fn command_line<W: AsRef<OsStr>>(words: &[W]) -> String {
 }
 
 /// A duration for people: `1m 30s`, with sub-second parts only below 10 s.
-pub fn duration(d: std::time::Duration) -> String {
+pub fn duration(d: Duration) -> String {
     let rounded = if d.as_secs() >= 10 {
-        std::time::Duration::from_secs(d.as_secs())
+        Duration::from_secs(d.as_secs())
     } else {
-        std::time::Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     };
     humantime::format_duration(rounded).to_string()
+}
+
+/// The live line while waiting on a terminal: redrawn in place (carriage
+/// return, erase to end of line) once a second with the time waited, and
+/// erased when the wait ends. Off a terminal, or with `-q`, it draws
+/// nothing and asks for no wake-ups: logs get the one waiting line only.
+pub struct Live {
+    start: Instant,
+    limit: Option<Duration>,
+    enabled: bool,
+    drawn: bool,
+    next: Instant,
+}
+
+impl Live {
+    /// A live line for a wait that began at `start` and lasts at most
+    /// `limit` (`None`: no limit).
+    pub fn new(start: Instant, limit: Option<Duration>) -> Self {
+        let enabled = enabled(Level::Normal) && std::io::stderr().is_terminal();
+        Live {
+            start,
+            limit,
+            enabled,
+            drawn: false,
+            next: start + Duration::from_secs(1),
+        }
+    }
+
+    /// A line that never draws.
+    pub fn off() -> Self {
+        let mut live = Live::new(Instant::now(), None);
+        live.enabled = false;
+        live
+    }
+
+    /// When the line is next due to be redrawn, if ever.
+    pub fn next_draw(&self) -> Option<Instant> {
+        self.enabled.then_some(self.next)
+    }
+
+    /// Redraws the line if it is due at `now`.
+    pub fn draw_if_due(&mut self, now: Instant) {
+        if !self.enabled || now < self.next {
+            return;
+        }
+        self.next += Duration::from_secs(1);
+        let waited = duration(Duration::from_secs((now - self.start).as_secs()));
+        let limit = self
+            .limit
+            .map(|l| format!(" of {}", duration(l)))
+            .unwrap_or_default();
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\rsynclock: waited {waited}{limit}\x1b[K");
+        let _ = err.flush();
+        self.drawn = true;
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.drawn {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::ffi::OsString;
-    use std::time::Duration;
 
     #[test]
     fn command_line_quotes_only_where_needed() {

@@ -411,10 +411,9 @@ fn unwrapped_syncs_whose_wrapped_part_queues_for_the_lock_are_not_waited_for() {
 }
 
 #[test]
-fn a_dead_waiters_slot_does_not_hide_its_unwrapped_parent() {
+fn an_unwrapped_sync_whose_waiting_part_died_is_waited_for() {
     // An unwrapped eix-sync whose wrapped part was killed while it waited:
-    // the wrapped part's slot stays in the lockfile, naming eix-sync as its
-    // parent, but a slot counts only while its waiter lives.
+    // it no longer queues for the lock, so it is an outside sync again.
     let p = Portage::exclusive();
     p.script(
         "bin/eix-sync",
@@ -434,11 +433,6 @@ fn a_dead_waiters_slot_does_not_hide_its_unwrapped_parent() {
     assert_eq!(wrapped.len(), 1, "{wrapped:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(wrapped[0]), Signal::SIGKILL).unwrap();
     eix_sync.expect_stdout("wrapped part ended");
-    assert_eq!(
-        notes::pid_in(&notes::slot_of(&p.env.lockfile(), wrapped[0]), 0),
-        wrapped[0],
-        "the killed waiter's slot is still there"
-    );
     holder.release();
     assert_eq!(holder.finish().code(), Some(0));
 
@@ -448,10 +442,9 @@ fn a_dead_waiters_slot_does_not_hide_its_unwrapped_parent() {
 }
 
 #[test]
-fn a_noted_shell_that_execs_a_sync_is_found() {
-    // A waiting synclock notes its parent, a subshell that never exec'd,
-    // as no sync: the scan then passes over it without reading its command
-    // line. Once it execs `emerge --sync`, it must be found again.
+fn a_shell_that_execs_a_sync_is_found() {
+    // A subshell, no sync while its synclock waits, that then execs
+    // `emerge --sync` must be found by the next holder's scan.
     let p = Portage::exclusive();
     p.script("bin/emerge", STAND_IN);
     let mut holder = Bg::spawn(p.synclock(["--", "sh", "-c", "echo locked; read _ || true"]));
@@ -470,18 +463,10 @@ fn a_noted_shell_that_execs_a_sync_is_found() {
     let subshell = children_of(shell.pid.as_raw());
     assert_eq!(subshell.len(), 1, "{subshell:?}");
     let subshell = subshell[0];
-    assert!(
-        notes::plain_noted(&p.env.lockfile(), subshell),
-        "the waiting synclock noted its parent"
-    );
     holder.release();
     assert_eq!(holder.finish().code(), Some(0));
     shell.expect_stdout("wrapped done");
     shell.expect_stdout("started");
-    assert!(
-        notes::plain_noted(&p.env.lockfile(), subshell),
-        "notes stay"
-    );
 
     refused_for_the_outside_sync(&p, nix::unistd::Pid::from_raw(subshell));
     shell.release();
@@ -596,4 +581,91 @@ fn foreign_quarantine_is_left_alone() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(quarantine.exists());
     assert!(out.stderr.contains("owned by uid 65534"), "{}", out.stderr);
+}
+
+#[test]
+fn a_low_pid_sync_in_a_container_is_waited_for_after_a_host_run() {
+    // A host and a container share the lockfile. The host's run must leave
+    // nothing in it that makes the container's synclock miss a sync
+    // running there as PID 2 of its own PID namespace.
+    let p = Portage::exclusive();
+    if !is_root() || run(in_container(&["true"])).code().is_none_or(|c| c != 0) {
+        eprintln!("skipped: unshare --pid --fork --mount-proc is not permitted here");
+        return;
+    }
+    let repo = p.path("repos/gentoo");
+    fs::create_dir_all(&repo).unwrap();
+    let host = run(p.synclock(["--repo", repo.to_str().unwrap(), "--", "true"]));
+    assert_eq!(host.code(), Some(0), "{}", host.stderr);
+
+    p.script(
+        "bin/emerge-webrsync",
+        "#!/bin/sh\necho started > \"$1\"\nsleep 60 &\nwait\n",
+    );
+    let fifo = p.path("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // PID 1 is this shell; its first child, PID 2, the stand-in sync.
+    let script = r#"sync="$1"; fifo="$2"; shift 2
+"$sync" "$fifo" &
+read started < "$fifo"
+"$@" && echo "rc=0" || echo "rc=$?"
+echo "pid=$!""#;
+    let wrapped = p.synclock(["--repo", repo.to_str().unwrap(), "-w", "1", "--", "true"]);
+    let mut inner: Vec<&std::ffi::OsStr> = vec!["sh".as_ref(), "-c".as_ref(), script.as_ref()];
+    inner.push("sh".as_ref());
+    let sync = p.path("bin/emerge-webrsync");
+    inner.push(sync.as_os_str());
+    inner.push(fifo.as_os_str());
+    inner.push(wrapped.get_program());
+    inner.extend(wrapped.get_args());
+    let mut cmd = in_container(&inner);
+    cmd.envs(wrapped.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let out = run(cmd);
+    assert!(out.stdout.contains("rc=75"), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("pid=2"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("PID 2 (/bin/sh ") && out.stderr.contains("runs outside synclock"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `args` run as PID 1 of a new PID namespace with its own /proc.
+fn in_container<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut cmd = hermetic("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"]).args(args);
+    cmd
+}
+
+#[test]
+fn a_signal_while_cleaning_ends_the_run_before_the_command() {
+    for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let p = Portage::new();
+        p.rsync_repo("gentoo", 0);
+        let quarantine = p.path(&format!("repos/gentoo/{QUARANTINE}"));
+        fs::create_dir_all(&quarantine).unwrap();
+        for i in 0..60_000 {
+            fs::File::create(quarantine.join(format!("f{i}"))).unwrap();
+        }
+        let before = fs::metadata(&quarantine).unwrap().modified().unwrap();
+        let ran = p.path("ran");
+        let mut wrapped = Bg::spawn(p.synclock(["--", "touch", ran.to_str().unwrap()]));
+        // The first entry removed changes the quarantine's mtime.
+        let end = std::time::Instant::now() + deadline();
+        while fs::metadata(&quarantine).is_ok_and(|m| m.modified().unwrap() == before) {
+            assert!(std::time::Instant::now() < end, "cleaning never started");
+            std::thread::yield_now();
+        }
+        assert!(quarantine.exists(), "removal ended before the signal");
+        wrapped.signal(signal);
+        let out = wrapped.finish();
+        assert_eq!(out.code(), Some(code), "{signal}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("interrupted by {signal} before touch")),
+            "{}",
+            out.stderr
+        );
+        assert!(!ran.exists(), "{signal}: the command started");
+    }
 }

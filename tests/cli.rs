@@ -14,4 +14,3 @@ mod shims;
 mod signals;
 mod startup;
 mod stress;
-mod waiters;

@@ -123,3 +123,21 @@ fn unsafe_or_missing_directory_is_refused() {
     );
     assert!(!missing.exists());
 }
+
+#[test]
+fn a_lockfile_with_old_notes_is_used_and_never_written() {
+    // Earlier versions wrote notes into the lockfile; they are never read
+    // or trusted now, and the file is never written.
+    let env = TestEnv::new();
+    let mut old = b"synclock notes 1\n".to_vec();
+    old.resize(16 * 1024, 0xa5);
+    std::fs::write(env.lockfile(), &old).unwrap();
+    std::fs::set_permissions(env.lockfile(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut holder = env.holder();
+    let mut waiter = Bg::spawn(env.synclock(["--", "true"]));
+    waiter.expect_stderr("is held by");
+    holder.release();
+    assert_eq!(holder.finish().code(), Some(0));
+    assert_eq!(waiter.finish().code(), Some(0));
+    assert_eq!(std::fs::read(env.lockfile()).unwrap(), old);
+}

@@ -1,5 +1,5 @@
 //! Cleaning what killed syncs leave behind, inside the lock, exactly where
-//! Portage leaves it (rows 1–7 of "Paths to clean" in portage-notes.md):
+//! Portage leaves it (the rows of README's *Cleaning* table):
 //!
 //! 1. `L/.tmp-unverified-download-quarantine` (then `L/metadata/timestamp.chk`,
 //!    so the next rsync compares everything);
@@ -29,11 +29,12 @@ use std::time::{Duration, SystemTime};
 use nix::libc;
 use nix::sys::stat::fstat;
 
+mod remove;
+
 use crate::msg;
-use crate::procfs;
-use crate::record::Record;
-use crate::remove::{self, kind, open_dir, open_subdir, stat_at};
+use crate::proc::Proc;
 use crate::repos::Repo;
+use remove::{kind, open_dir, open_subdir, stat_at};
 
 /// The quarantine a hardlink rsync sync works in (row 1).
 pub const QUARANTINE: &str = ".tmp-unverified-download-quarantine";
@@ -108,11 +109,13 @@ impl Plan {
     }
 }
 
-/// Cleans the leftovers of the planned repositories and of webrsync. With
-/// `interrupted`, the previous wrapped run did not finish.
-pub fn run(plan: &Plan, interrupted: Option<&Record>, dry_run: bool) -> Summary {
+/// Cleans the leftovers of the planned repositories and of webrsync
+/// (`proc` tells who uses a repository). With `interrupted`, the previous
+/// wrapped run did not finish.
+pub fn run(plan: &Plan, proc: &Proc, interrupted: bool, dry_run: bool) -> Summary {
     let mut cleaner = Cleaner {
         dry_run,
+        proc,
         summary: Summary::default(),
         portage_uid: OnceCell::new(),
     };
@@ -129,8 +132,8 @@ pub fn run(plan: &Plan, interrupted: Option<&Record>, dry_run: bool) -> Summary 
         planned.location()
     };
     cleaner.webrsync(&plan.tmpdir, gentoo);
-    if let Some(record) = interrupted {
-        cleaner.interrupted(record, plan.located());
+    if interrupted {
+        cleaner.interrupted(plan.located());
     }
     cleaner.summary
 }
@@ -186,15 +189,16 @@ fn location(repo: &Repo) -> Option<PathBuf> {
     Some(location)
 }
 
-struct Cleaner {
+struct Cleaner<'a> {
     dry_run: bool,
+    proc: &'a Proc,
     summary: Summary,
-    /// Looked up (in /etc/passwd) only when an owner is neither root nor the
-    /// repository's owner.
+    /// Looked up only when an owner is neither root nor the repository's
+    /// owner.
     portage_uid: OnceCell<Option<u32>>,
 }
 
-impl Cleaner {
+impl Cleaner<'_> {
     fn repo(&mut self, repo: &Repo, location: &Path) {
         let quarantine = location.join(QUARANTINE);
         let Ok(dir) = open_dir(location) else { return };
@@ -417,7 +421,7 @@ impl Cleaner {
         if stale.is_empty() {
             return;
         }
-        if let Some(user) = procfs::user_of(location) {
+        if let Some(user) = self.proc.user_of(location) {
             msg::info(format_args!(
                 "left stale git locks in {} alone: PID {} ({}) uses the repository",
                 location.display(),
@@ -446,18 +450,7 @@ impl Cleaner {
 
     /// After an interrupted run: force a full compare of rsync and webrsync
     /// repositories.
-    fn interrupted<'p>(
-        &mut self,
-        record: &Record,
-        located: impl Iterator<Item = (&'p Repo, &'p Path)>,
-    ) {
-        let since = humantime::format_rfc3339_seconds(record.since);
-        msg::info(format_args!(
-            "the previous run under this lock (PID {}: {}, started {since}) did not finish; \
-             forcing a full compare of its rsync and webrsync repositories",
-            record.pid,
-            msg::command_line(&record.command)
-        ));
+    fn interrupted<'p>(&mut self, located: impl Iterator<Item = (&'p Repo, &'p Path)>) {
         for (repo, location) in located {
             if repo.is("rsync") || repo.is("webrsync") || repo.sync_type.is_none() {
                 let Ok(dir) = open_dir(location) else {
@@ -533,9 +526,12 @@ impl Cleaner {
         uid == 0
             || uid == repo_owner
             || Some(uid)
-                == *self
-                    .portage_uid
-                    .get_or_init(|| crate::users::uid_of("portage"))
+                == *self.portage_uid.get_or_init(|| {
+                    nix::unistd::User::from_name("portage")
+                        .ok()
+                        .flatten()
+                        .map(|user| user.uid.as_raw())
+                })
     }
 
     fn refuse(&mut self, path: &Path, uid: u32) {

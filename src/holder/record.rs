@@ -6,7 +6,7 @@
 //! synclock writes `<lockfile>.holder` (pid, PID namespace, host, command,
 //! start time), readable by all (0644), replaced atomically (a fresh
 //! O_EXCL temp file renamed over it: no symlink is followed), and removes
-//! it on release. It is only ever written under the lock. Readers trust it
+//! it on release. One left behind marks a run that never finished. It is only ever written under the lock. Readers trust it
 //! only when its owner is the lockfile's owner, and only while the lock is
 //! held: where /proc answers, the kernel wins.
 
@@ -42,70 +42,6 @@ pub fn write(lockfile: &Path, record: &Record) -> std::io::Result<()> {
     files::write_atomic(&path_for(lockfile), encode(record).as_bytes())
 }
 
-/// A record written before the lock is had, but for its time: when the
-/// lock is had, one write and one link put it in place (see
-/// [`files::Unnamed`]), where writing a record whole costs six system calls
-/// on the way from the lock to the command.
-pub struct Pending {
-    record: Record,
-    /// The file and how much of the record it holds (all but the time).
-    file: Option<(files::Unnamed, u64)>,
-}
-
-/// Writes `record` (but for its time) into an unnamed file next to where
-/// the record of `lockfile` goes.
-pub fn prepare(lockfile: &Path, record: Record) -> Pending {
-    let untimed = encode_untimed(&record);
-    let file = files::Unnamed::create(&path_for(lockfile), untimed.as_bytes())
-        .ok()
-        .map(|file| (file, untimed.len() as u64));
-    Pending { record, file }
-}
-
-/// What putting a pending record in place found and did.
-pub struct Published {
-    /// The record of a previous holder that was still there: that run
-    /// never finished (when trustworthy; see [`read`]).
-    pub interrupted: Option<Record>,
-    /// Whether our record is in place.
-    pub written: bool,
-}
-
-impl Pending {
-    /// Puts the record in place, as of `since`, when the lock on `lockfile`
-    /// (owned by `owner`) is had. Call only while holding the lock. The
-    /// link fails only when a record is there already, so it tells at once
-    /// whether the previous run finished.
-    pub fn publish(mut self, lockfile: &Path, owner: u32, since: SystemTime) -> Published {
-        self.record.since = since;
-        if let Some((file, untimed)) = &self.file
-            && file
-                .write_at(since_line(since).as_bytes(), *untimed)
-                .is_ok()
-        {
-            match file.link() {
-                Ok(()) => {
-                    return Published {
-                        interrupted: None,
-                        written: true,
-                    };
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Published {
-                        interrupted: read(lockfile, owner),
-                        written: file.replace().is_ok(),
-                    };
-                }
-                Err(_) => {}
-            }
-        }
-        Published {
-            interrupted: read(lockfile, owner),
-            written: write(lockfile, &self.record).is_ok(),
-        }
-    }
-}
-
 /// Removes the record; call before releasing the lock.
 pub fn remove(lockfile: &Path) {
     let _ = std::fs::remove_file(path_for(lockfile));
@@ -118,14 +54,8 @@ pub fn read(lockfile: &Path, owner: u32) -> Option<Record> {
 }
 
 /// One `key value` line each; the command as one `arg` line per word, with
-/// backslash and newline escaped. The time comes last, so that a record
-/// can be written before it is known (see [`Pending`]).
+/// backslash and newline escaped.
 fn encode(record: &Record) -> String {
-    encode_untimed(record) + &since_line(record.since)
-}
-
-/// [`encode`] without the last line, the time.
-fn encode_untimed(record: &Record) -> String {
     let mut text = format!(
         "synclock-holder 1\npid {}\nstart_ticks {}\nhost {}\n",
         record.pid,
@@ -138,15 +68,11 @@ fn encode_untimed(record: &Record) -> String {
     for word in &record.command {
         text.push_str(&format!("arg {}\n", files::escape(word)));
     }
-    text
-}
-
-/// The record's last line: when the lock was had.
-fn since_line(since: SystemTime) -> String {
-    let since = since
+    let since = record
+        .since
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    format!("since {}.{:03}\n", since.as_secs(), since.subsec_millis())
+    text + &format!("since {}.{:03}\n", since.as_secs(), since.subsec_millis())
 }
 
 fn decode(text: &str) -> Option<Record> {
@@ -218,55 +144,6 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_record_is_published_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("l");
-        let owner = nix::unistd::geteuid().as_raw();
-        let since = sample().since;
-        let pending = prepare(
-            &lock,
-            Record {
-                since: SystemTime::UNIX_EPOCH,
-                ..sample()
-            },
-        );
-        assert!(pending.file.is_some(), "this file system has O_TMPFILE");
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "unnamed until published"
-        );
-        let published = pending.publish(&lock, owner, since);
-        assert!(published.written);
-        assert_eq!(published.interrupted, None);
-        assert_eq!(read(&lock, owner), Some(sample()));
-        let meta = fs::symlink_metadata(path_for(&lock)).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
-
-        // A record left there is the previous run's, which never finished;
-        // ours replaces it.
-        let later = since + Duration::from_secs(60);
-        let mut next = sample();
-        next.pid += 1;
-        let published = prepare(&lock, next.clone()).publish(&lock, owner, later);
-        assert_eq!(published.interrupted, Some(sample()));
-        assert!(published.written);
-        assert_eq!(
-            read(&lock, owner),
-            Some(Record {
-                since: later,
-                ..next
-            })
-        );
-        remove(&lock);
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "no temp file left"
-        );
-    }
-
-    #[test]
     fn write_read_remove() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("l");
@@ -291,24 +168,15 @@ mod tests {
     #[test]
     fn symlinked_record_is_not_followed() {
         let owner = nix::unistd::geteuid().as_raw();
-        // Replaced whole, and put in place when the lock is had.
-        for publish in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let lock = dir.path().join("l");
-            let target = dir.path().join("target");
-            fs::write(&target, "keep").unwrap();
-            std::os::unix::fs::symlink(&target, path_for(&lock)).unwrap();
-            assert_eq!(read(&lock, owner), None, "a symlink is no record");
-            if publish {
-                let published = prepare(&lock, sample()).publish(&lock, owner, sample().since);
-                assert_eq!(published.interrupted, None);
-                assert!(published.written);
-            } else {
-                write(&lock, &sample()).unwrap();
-            }
-            assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
-            assert!(fs::symlink_metadata(path_for(&lock)).unwrap().is_file());
-            assert_eq!(read(&lock, owner), Some(sample()));
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("l");
+        let target = dir.path().join("target");
+        fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, path_for(&lock)).unwrap();
+        assert_eq!(read(&lock, owner), None, "a symlink is no record");
+        write(&lock, &sample()).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert!(fs::symlink_metadata(path_for(&lock)).unwrap().is_file());
+        assert_eq!(read(&lock, owner), Some(sample()));
     }
 }

@@ -8,18 +8,18 @@
 //! (see `ini.rs`); an error anywhere makes Portage ignore all of repos.conf,
 //! and then synclock cleans nothing.
 
+mod ini;
+
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
-
-use crate::ini;
 
 /// One repository from repos.conf (or `--repo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repo {
     /// The section name (`gentoo`), or the path for `--repo`.
     pub name: String,
-    /// `location` as written (U in portage-notes.md).
+    /// `location` as written (U in README's *Cleaning* table).
     pub location: PathBuf,
     /// `sync-type`, when set (`rsync`, `git`, `webrsync`, `zipfile`, ...).
     pub sync_type: Option<String>,

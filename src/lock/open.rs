@@ -9,6 +9,7 @@
 //! what was opened is checked with fstat before it is trusted.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -19,31 +20,13 @@ use nix::sys::stat::{FileStat, Mode, fstat, fstatat, lstat};
 use nix::unistd::{Uid, geteuid};
 
 use crate::error::Error;
-
-/// Device and inode: what makes two opens the same file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// `st_dev`.
-    pub dev: u64,
-    /// `st_ino`.
-    pub ino: u64,
-}
-
-impl Identity {
-    /// The identity recorded in a stat result.
-    pub fn of(stat: &FileStat) -> Self {
-        Identity {
-            dev: stat.st_dev,
-            ino: stat.st_ino,
-        }
-    }
-}
+use crate::proc::FileId;
 
 /// The identity and owner of the file at `path` (not following a final
 /// symlink); `Ok(None)` when there is none.
-pub fn look_up(path: &Path) -> Result<Option<(Identity, u32)>, Error> {
+pub fn look_up(path: &Path) -> Result<Option<(FileId, u32)>, Error> {
     match lstat(path) {
-        Ok(stat) => Ok(Some((Identity::of(&stat), stat.st_uid))),
+        Ok(stat) => Ok(Some((FileId::of(&stat), stat.st_uid))),
         Err(Errno::ENOENT) => Ok(None),
         Err(errno) => Err(os("cannot look up lockfile", path, errno)),
     }
@@ -52,16 +35,16 @@ pub fn look_up(path: &Path) -> Result<Option<(Identity, u32)>, Error> {
 /// Opens `path` for locking, creating it with mode 0600 when missing, and
 /// refuses anything that is not a private regular file of root or the caller.
 /// Returns the descriptor and the lockfile's owner (from the check's fstat).
-pub fn open_checked(path: &Path) -> Result<(OwnedFd, u32), Error> {
+pub fn open_checked(path: &Path) -> Result<(File, u32), Error> {
     open_inner(path, true)
 }
 
 /// Like [`open_checked`], but never creates the file.
-pub fn open_existing(path: &Path) -> Result<(OwnedFd, u32), Error> {
+pub fn open_existing(path: &Path) -> Result<(File, u32), Error> {
     open_inner(path, false)
 }
 
-fn open_inner(path: &Path, create_missing: bool) -> Result<(OwnedFd, u32), Error> {
+fn open_inner(path: &Path, create_missing: bool) -> Result<(File, u32), Error> {
     let name = path.file_name().ok_or_else(|| {
         unsafe_lockfile(
             path,
@@ -172,13 +155,15 @@ fn symlink_reason() -> String {
 
 /// Checks what was actually opened: a regular file owned by root or the
 /// caller, private to its owner, with one name.
-fn verified(path: &Path, fd: OwnedFd) -> Result<(OwnedFd, u32), Error> {
+fn verified(path: &Path, fd: OwnedFd) -> Result<(File, u32), Error> {
     let stat = fstat(fd.as_fd()).map_err(|errno| os("cannot stat lockfile", path, errno))?;
     check_kind(path, &stat)?;
     let owner = Uid::from_raw(stat.st_uid);
     if !owner.is_root() && owner != geteuid() {
-        let name = crate::users::name_of(owner.as_raw())
-            .map_or_else(String::new, |name| format!(" ({name})"));
+        let name = nix::unistd::User::from_uid(owner)
+            .ok()
+            .flatten()
+            .map_or_else(String::new, |user| format!(" ({})", user.name));
         return Err(unsafe_lockfile(
             path,
             format!(
@@ -208,7 +193,7 @@ fn verified(path: &Path, fd: OwnedFd) -> Result<(OwnedFd, u32), Error> {
             ),
         ));
     }
-    Ok((fd, stat.st_uid))
+    Ok((File::from(fd), stat.st_uid))
 }
 
 fn unsafe_lockfile(path: &Path, reason: String) -> Error {

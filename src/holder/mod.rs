@@ -1,5 +1,6 @@
 //! Who holds the lock and who waits for it: kernel truth first, the holder
-//! record where the kernel cannot see.
+//! record where the kernel cannot see; and `synclock status`, which prints
+//! it (see `status.rs`).
 //!
 //! Resolution order: the FLOCK entry in `/proc/locks` names the process that
 //! took the lock. If it is gone, or no longer holds the lock (its PID may
@@ -9,13 +10,19 @@
 //! the host, and the PID inside another PID namespace. It is believed only
 //! for a lock that is held, and only when it fits the holder /proc shows.
 
+pub mod record;
+pub mod status;
+
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::lockfile::Identity;
+use nix::errno::Errno;
+
+use crate::error::Error;
+use crate::lock;
 use crate::msg;
-use crate::procfs::{self, Process};
-use crate::record::{self, Record};
+use crate::proc::{FileId, Proc, Process};
+use record::Record;
 
 /// Where the facts about a holder come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,72 +79,90 @@ pub struct Inspection {
     pub waiters: Vec<Process>,
 }
 
-/// Inspects the lock on the file `id` at `lockfile` (owned by `owner`).
-/// `probe` answers "is it held?" when /proc/locks shows no entry (a holder in
-/// another PID namespace is filtered out of it); `None` means: cannot tell.
-pub fn inspect(
-    lockfile: &Path,
-    id: Identity,
-    owner: u32,
-    probe: impl FnOnce() -> Option<bool>,
-) -> Inspection {
-    let mut entries = procfs::lock_entries(id).unwrap_or_default();
-    let held = entries.holder.is_some() || probe().unwrap_or(false);
+/// The state of the lock at `lockfile`, as `proc` shows it; a missing
+/// lockfile is a free lock.
+pub fn inspect(proc: &Proc, lockfile: &Path) -> Result<Inspection, Error> {
+    let Some((id, owner)) = lock::look_up(lockfile)? else {
+        return Ok(Inspection {
+            held: false,
+            holder: None,
+            waiters: Vec::new(),
+        });
+    };
+    let mut entries = proc.lock_entries(id).unwrap_or_default();
+    // /proc/locks filters out a holder in another PID namespace: then a
+    // probe tells whether the lock is held.
+    let held = entries.holder.is_some() || probe(lockfile).unwrap_or(false);
     if held && entries.holder.is_none() {
         // Taken between the two looks, or hidden from this PID namespace:
         // a second look tells them apart.
-        entries = procfs::lock_entries(id).unwrap_or_default();
+        entries = proc.lock_entries(id).unwrap_or_default();
     }
     let waiters = entries
         .waiters
         .iter()
-        .filter_map(|pid| procfs::process(*pid))
+        .filter_map(|pid| proc.process(*pid))
         .collect();
     let holder = held.then(|| {
         let record = record::read(lockfile, owner);
         match entries.holder {
-            Some(lock_pid) => from_kernel(id, lock_pid, record),
-            None => from_record(record),
+            Some(lock_pid) => from_kernel(proc, id, lock_pid, record),
+            None => from_record(proc, record),
         }
     });
-    Inspection {
+    Ok(Inspection {
         held,
         holder,
         waiters,
+    })
+}
+
+/// Whether a non-blocking flock on the lockfile fails; `None` when we may
+/// not open it. Taking a free lock for a moment is harmless: a synclock
+/// starting just then waits that moment.
+fn probe(path: &Path) -> Option<bool> {
+    let (file, _) = lock::open_existing(path).ok()?;
+    match file.try_lock() {
+        Ok(()) => Some(false),
+        Err(std::fs::TryLockError::WouldBlock) => Some(true),
+        Err(std::fs::TryLockError::Error(err)) => {
+            (err.raw_os_error() == Some(Errno::EWOULDBLOCK as i32)).then_some(true)
+        }
     }
 }
 
 /// The holder as /proc shows it, completed by a record that fits it.
-fn from_kernel(id: Identity, lock_pid: i32, record: Option<Record>) -> Holder {
-    let (process, acquired_by) = match procfs::process(lock_pid) {
-        Some(process) if procfs::holds(lock_pid, id) != Some(false) => (Some(process), None),
+fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -> Holder {
+    let (process, acquired_by) = match proc.process(lock_pid) {
+        Some(process) if proc.holds(lock_pid, id) != Some(false) => (Some(process), None),
         _ => {
-            let pids = procfs::holders(id);
-            let top = pids.iter().copied().find(|pid| {
-                procfs::process(*pid).is_none_or(|p| p.parent.is_none_or(|up| !pids.contains(&up)))
-            });
-            (top.and_then(procfs::process), Some(lock_pid))
+            let pids = proc.holders(id);
+            let top = pids
+                .iter()
+                .copied()
+                .find(|pid| proc.parent_of(*pid).is_none_or(|up| !pids.contains(&up)));
+            (top.and_then(|pid| proc.process(pid)), Some(lock_pid))
         }
     };
     let Some(process) = process else {
         return Holder {
             acquired_by,
-            ..from_record(None)
+            ..from_record(proc, None)
         };
     };
-    let our_namespace = procfs::pid_namespace();
+    let our_namespace = proc.pid_namespace();
     let fitting = record.filter(|r| fits(r, &process, acquired_by, our_namespace));
     let same_namespace = |r: &Record| r.pid_namespace == our_namespace;
     Holder {
         pid: Some(process.pid),
         command: fitting
             .as_ref()
-            .map_or_else(|| running_command(&process), |r| r.command.clone()),
+            .map_or_else(|| running_command(proc, &process), |r| r.command.clone()),
         // synclock itself holds: the command is its child.
         command_pid: fitting
             .as_ref()
             .filter(|r| same_namespace(r) && r.pid == process.pid)
-            .and_then(|_| procfs::children(process.pid).first().copied()),
+            .and_then(|_| proc.children(process.pid).first().copied()),
         host: Some(fitting.as_ref().map_or_else(local_host, |r| r.host.clone())),
         since: fitting.as_ref().map(|r| r.since).or(process.started),
         acquired_by,
@@ -153,8 +178,7 @@ fn from_kernel(id: Identity, lock_pid: i32, record: Option<Record>) -> Holder {
 /// synclock it inherited the lock from), rather than left by an earlier one.
 fn fits(record: &Record, process: &Process, acquired_by: Option<i32>, ns: Option<u64>) -> bool {
     if record.pid_namespace == ns {
-        let same_process = record.pid == process.pid
-            && procfs::start_ticks(process.pid) == Some(record.start_ticks);
+        let same_process = record.pid == process.pid && process.start_ticks == record.start_ticks;
         same_process || acquired_by == Some(record.pid)
     } else {
         // Another PID namespace: its PIDs mean nothing here, but a record
@@ -167,7 +191,7 @@ fn fits(record: &Record, process: &Process, acquired_by: Option<i32>, ns: Option
 }
 
 /// The holder known only from its record (or not at all).
-fn from_record(record: Option<Record>) -> Holder {
+fn from_record(proc: &Proc, record: Option<Record>) -> Holder {
     let source = if record.is_some() {
         Source::Record
     } else {
@@ -177,7 +201,7 @@ fn from_record(record: Option<Record>) -> Holder {
     // from another namespace names a PID that means nothing here.
     let ours = record
         .as_ref()
-        .is_some_and(|r| r.pid_namespace == procfs::pid_namespace());
+        .is_some_and(|r| r.pid_namespace == proc.pid_namespace());
     let pid = record.as_ref().map(|r| r.pid);
     Holder {
         pid: pid.filter(|_| ours),
@@ -195,7 +219,7 @@ fn from_record(record: Option<Record>) -> Holder {
 }
 
 /// What a holder process runs: for a synclock without a record, its child.
-fn running_command(process: &Process) -> Vec<String> {
+fn running_command(proc: &Proc, process: &Process) -> Vec<String> {
     let is_synclock = process.command.first().is_some_and(|argv0| {
         Path::new(argv0)
             .file_name()
@@ -203,9 +227,9 @@ fn running_command(process: &Process) -> Vec<String> {
     });
     let child = is_synclock
         .then(|| {
-            procfs::children(process.pid)
+            proc.children(process.pid)
                 .first()
-                .and_then(|c| procfs::process(*c))
+                .and_then(|c| proc.process(*c))
         })
         .flatten();
     child.map_or_else(|| process.command.clone(), |child| child.command)

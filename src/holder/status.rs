@@ -9,15 +9,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::SystemTime;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
-
 use crate::error::Error;
 use crate::history::{self, Run};
 use crate::holder::{self, Holder, Inspection};
-use crate::lockfile;
+use crate::lock;
 use crate::msg;
-use crate::procfs::Process;
+use crate::proc::{Proc, Process};
 
 /// Exit code of `status` for a free lock.
 pub const FREE: u8 = 0;
@@ -25,9 +22,9 @@ pub const FREE: u8 = 0;
 pub const HELD: u8 = 1;
 
 /// Prints the state of the lock at `path` and returns the exit code.
-pub fn run(path: &Path, json: bool) -> Result<u8, Error> {
-    let inspection = inspect(path)?;
-    let runs = match lockfile::look_up(path)? {
+pub fn run(proc: &Proc, path: &Path, json: bool) -> Result<u8, Error> {
+    let inspection = holder::inspect(proc, path)?;
+    let runs = match lock::look_up(path)? {
         Some((_, owner)) => history::read(path, owner),
         None => Vec::new(),
     };
@@ -38,30 +35,6 @@ pub fn run(path: &Path, json: bool) -> Result<u8, Error> {
     };
     print!("{text}");
     Ok(if inspection.held { HELD } else { FREE })
-}
-
-/// The lock's state; a missing lockfile is a free lock.
-pub fn inspect(path: &Path) -> Result<Inspection, Error> {
-    let Some((id, owner)) = lockfile::look_up(path)? else {
-        return Ok(Inspection {
-            held: false,
-            holder: None,
-            waiters: Vec::new(),
-        });
-    };
-    Ok(holder::inspect(path, id, owner, || probe(path)))
-}
-
-/// Whether a non-blocking flock on the lockfile fails; `None` when we may
-/// not open it. Taking a free lock for a moment is harmless: a synclock
-/// starting just then waits that moment.
-fn probe(path: &Path) -> Option<bool> {
-    let (fd, _) = lockfile::open_existing(path).ok()?;
-    match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-        Ok(_guard) => Some(false),
-        Err((_, Errno::EWOULDBLOCK)) => Some(true),
-        Err(_) => None,
-    }
 }
 
 fn to_text(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {

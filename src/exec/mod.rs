@@ -1,0 +1,90 @@
+//! Running the command under the lock, forwarding signals to it.
+//!
+//! The command is started with `std::process::Command`. It inherits the
+//! locked descriptor (close-on-exec is cleared on it in the child only;
+//! every other descriptor synclock opens is close-on-exec), so if synclock
+//! is SIGKILLed the lock stays held until the command and every descendant
+//! that kept the descriptor exit: a sync never runs unlocked. The child
+//! gets the signal mask synclock was started with (std keeps the parent's,
+//! in which synclock blocked its signals) and SIGPIPE at its default (std
+//! resets it); synclock installs no handlers, so every other disposition is
+//! as synclock found it.
+//!
+//! While the command runs, SIGINT and SIGQUIT are ignored by synclock (the
+//! terminal delivers them to the whole foreground process group, the
+//! command included) and SIGTERM and SIGHUP are forwarded to the command;
+//! synclock then waits for it and reports its status.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus};
+
+use nix::libc;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::unistd::Pid;
+
+use crate::error::Error;
+use crate::msg::{self, Live};
+use crate::signals::{Event, Signals};
+
+/// The environment variable that tells nested synclocks the lockfile.
+pub const LOCKFILE_VAR: &str = "SYNCLOCK_LOCKFILE";
+
+/// Starts `command` with the locked descriptor `lock` (of `lockfile`)
+/// inherited and named in its environment as `fd_var`, and with the signal
+/// mask `mask`.
+pub fn spawn(
+    command: &[OsString],
+    lock: BorrowedFd<'_>,
+    lockfile: &Path,
+    fd_var: &str,
+    mask: SigSet,
+) -> Result<Child, Error> {
+    let fd = lock.as_raw_fd();
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .env(fd_var, fd.to_string())
+        .env(LOCKFILE_VAR, lockfile);
+    // SAFETY: between fork and exec the closure calls only fcntl and
+    // pthread_sigmask, which are async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            mask.thread_set_mask().map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn().map_err(|source| Error::Spawn {
+        program: command[0].to_string_lossy().into_owned(),
+        source,
+    })
+}
+
+/// Waits for `child` to exit, forwarding SIGTERM and SIGHUP to it and
+/// ignoring SIGINT and SIGQUIT, and returns how it ended.
+pub fn supervise(child: &mut Child, signals: &Signals) -> Result<ExitStatus, Error> {
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(-1));
+    loop {
+        // A SIGCHLD that comes after this look stays pending for the wait.
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => {}
+            Err(err) => {
+                return Err(Error::System {
+                    action: "cannot wait for the command",
+                    errno: nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0)),
+                });
+            }
+        }
+        if let Event::Signal(signal @ (Signal::SIGTERM | Signal::SIGHUP)) =
+            signals.wait(&[], None, &mut Live::off())?
+        {
+            msg::verbose(format_args!("forwarding {signal} to PID {pid}"));
+            // The command may have just exited; its SIGCHLD follows.
+            let _ = kill(pid, signal);
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! One run of synclock, top to bottom: the only place that knows the order
+//! of the steps. Each step lives in the module named after it and takes
+//! plain values (paths, durations, a borrowed descriptor), never [`Cli`].
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::Signal;
+
+use crate::clean;
+use crate::cli::{Action, Cli};
+use crate::error::Error;
+use crate::exec;
+use crate::exit;
+use crate::history;
+use crate::holder::{self, record};
+use crate::lock::{self, Held, Outcome, Wait};
+use crate::msg::{self, Live};
+use crate::proc::{FileId, Proc, Process};
+use crate::repos::{self, Repo};
+use crate::scan::{self, Gone};
+use crate::signals::Signals;
+
+/// Carries out the parsed command line and returns the exit code.
+pub fn run(cli: Cli) -> Result<u8, Error> {
+    msg::set_level(cli.level());
+    let proc = Proc::system();
+    match cli.action {
+        Some(Action::Status { json }) => holder::status::run(&proc, &cli.lockfile, json),
+        Some(Action::Clean { dry_run }) => clean_only(&cli, &proc, dry_run),
+        None => run_command(&cli, &proc),
+    }
+}
+
+/// `synclock [OPTIONS] COMMAND`: the whole life of a wrapped run.
+fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
+    let path = &cli.lockfile;
+    let shown = msg::command_line(&cli.command);
+    let began = SystemTime::now();
+    let start = Instant::now();
+    let signals = Signals::block()?;
+
+    // Nested under a synclock that holds this lock: run COMMAND at once.
+    if let Some(fd) = lock::inherited(path, proc) {
+        msg::verbose(format_args!(
+            "{} is already held for us (inherited descriptor {fd}); running {shown}",
+            path.display()
+        ));
+        // SAFETY: `inherited` checked that `fd` is open and holds the lock;
+        // nothing closes it while this run lives.
+        let lock = unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut child = exec::spawn(
+            &cli.command,
+            lock,
+            path,
+            lock::FD_VAR,
+            signals.original_mask(),
+        )?;
+        let status = exec::supervise(&mut child, &signals)?;
+        report_death(&shown, status);
+        return Ok(exit::code_of(status));
+    }
+
+    // The repositories: read before the lock, which reading needs not.
+    let plan = plan(cli);
+
+    // The lock, waited for politely.
+    let held = match take_lock(cli, proc, &signals, &shown)? {
+        Ok(held) => held,
+        Err(code) => return Ok(code),
+    };
+    let owner = held.owner;
+
+    // --coalesce / --min-interval: a run that covers ours already happened.
+    let words: Vec<String> = cli
+        .command
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    if !cli.force
+        && (cli.coalesce || cli.min_interval.is_some())
+        && already_done(cli, &shown, &words, &history::read(path, owner), began)
+    {
+        return Ok(0);
+    }
+
+    // The holder record: the mark of a run in progress. One left behind
+    // by the previous holder means that run never finished.
+    let interrupted = record::read(path, owner);
+    let acquired = SystemTime::now();
+    let record = RecordInPlace::put(path, proc, &words, acquired);
+
+    // Syncs outside synclock: wait for them (cleaning nothing), or clean.
+    let outside = scan::outside_syncs(proc, my_pid(), lock_id(path), || {
+        plan.as_ref()
+            .map(clean::Plan::locations)
+            .unwrap_or_default()
+    });
+    if !outside.is_empty() {
+        if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside)? {
+            return Ok(code);
+        }
+    } else if let (false, Some(plan)) = (cli.no_clean, &plan) {
+        say_interrupted(interrupted.as_ref());
+        clean::run(plan, proc, interrupted.is_some(), false);
+    }
+
+    // A signal that came since the lock was had: stop before COMMAND.
+    if let Some(signal) = signals.pending()? {
+        msg::info(format_args!(
+            "interrupted by {signal} before {shown} started; it was not run"
+        ));
+        return Ok(exit::signal_code(signal as i32));
+    }
+
+    // COMMAND, supervised.
+    let mut child = exec::spawn(
+        &cli.command,
+        held.file.as_fd(),
+        path,
+        lock::FD_VAR,
+        signals.original_mask(),
+    )?;
+    let status = exec::supervise(&mut child, &signals)?;
+    report_death(&shown, status);
+
+    // The history, then the record goes, then the lock.
+    let run = history::Run {
+        command: words,
+        start: acquired,
+        end: SystemTime::now(),
+        code: exit::code_of(status),
+        pid: my_pid(),
+    };
+    if let Err(err) = history::remember(path, owner, run) {
+        msg::verbose(format_args!(
+            "cannot write history {}: {err}",
+            history::path_for(path).display()
+        ));
+    }
+    drop(record);
+    drop(held);
+    msg::verbose(format_args!(
+        "released {} after {}",
+        path.display(),
+        msg::duration(start.elapsed())
+    ));
+    Ok(exit::code_of(status))
+}
+
+/// `synclock clean`: lock, wait for outside syncs, clean, release.
+fn clean_only(cli: &Cli, proc: &Proc, dry_run: bool) -> Result<u8, Error> {
+    let path = &cli.lockfile;
+    let start = Instant::now();
+    let signals = Signals::block()?;
+    let plan = plan(cli);
+    let held = match take_lock(cli, proc, &signals, "cleaning")? {
+        Ok(held) => held,
+        Err(code) => return Ok(code),
+    };
+    let owner = held.owner;
+    let interrupted = record::read(path, owner);
+    let outside = scan::outside_syncs(proc, my_pid(), lock_id(path), || {
+        plan.as_ref()
+            .map(clean::Plan::locations)
+            .unwrap_or_default()
+    });
+    if !outside.is_empty()
+        && let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside)?
+    {
+        return Ok(code);
+    }
+    let summary = match &plan {
+        Some(plan) => {
+            if !dry_run {
+                say_interrupted(interrupted.as_ref());
+            }
+            clean::run(plan, proc, interrupted.is_some(), dry_run)
+        }
+        None => clean::Summary::default(),
+    };
+    if interrupted.is_some() && !dry_run {
+        record::remove(path);
+    }
+    if let Some(signal) = signals.pending()? {
+        msg::info(format_args!("interrupted by {signal} while cleaning"));
+        return Ok(exit::signal_code(signal as i32));
+    }
+    if summary.items == 0 && summary.failures == 0 {
+        msg::info(format_args!("nothing to clean"));
+    }
+    Ok(if summary.failures > 0 {
+        exit::FAILURE
+    } else {
+        0
+    })
+}
+
+/// The waiting policy that `--wait` and `--nonblock` add up to.
+pub fn wait_of(cli: &Cli) -> Wait {
+    match (cli.nonblock, cli.wait) {
+        (true, _) => Wait::No,
+        (false, Some(limit)) if limit.is_zero() => Wait::No,
+        (false, Some(limit)) => Wait::Upto(limit),
+        (false, None) => Wait::Forever,
+    }
+}
+
+/// Takes the lock for `what` (a command line, for messages); `Err(code)`
+/// when synclock must exit with `code` instead.
+fn take_lock(
+    cli: &Cli,
+    proc: &Proc,
+    signals: &Signals,
+    what: &str,
+) -> Result<Result<Held, u8>, Error> {
+    let path = &cli.lockfile;
+    let (file, owner) = lock::open_checked(path)?;
+    let wait = wait_of(cli);
+    match lock::acquire(file, path, wait, signals, || report_busy(proc, path, wait))? {
+        Outcome::Acquired(file, waited) => {
+            msg::verbose(format_args!(
+                "acquired {} after waiting {}",
+                path.display(),
+                msg::duration(waited)
+            ));
+            Ok(Ok(Held { file, owner }))
+        }
+        Outcome::Busy(waited) => {
+            report_conflict(proc, path, wait, waited);
+            Ok(Err(cli.conflict_exit_code))
+        }
+        Outcome::Interrupted(signal) => {
+            msg::info(format_args!(
+                "interrupted by {signal} while waiting for {}; {what} was not run",
+                path.display()
+            ));
+            Ok(Err(exit::signal_code(signal as i32)))
+        }
+    }
+}
+
+/// The repositories to clean, from repos.conf and `--repo`; `None` when
+/// repos.conf has an error (Portage then ignores all of it).
+fn plan(cli: &Cli) -> Option<clean::Plan> {
+    let extra = cli.repos.iter().map(|dir| Repo {
+        name: dir.display().to_string(),
+        location: dir.clone(),
+        sync_type: None,
+        sync_rcu: false,
+        rcu_store_dir: None,
+    });
+    match repos::discover() {
+        Ok(found) => Some(clean::Plan::new(
+            found.into_iter().chain(extra).collect(),
+            repos::portage_tmpdir(),
+        )),
+        Err(err) => {
+            msg::info(format_args!(
+                "cannot use repos.conf ({err}); Portage ignores all of it then, so synclock \
+                 cleans nothing this time"
+            ));
+            None
+        }
+    }
+}
+
+/// Whether `--coalesce` or `--min-interval` make running `command` (shown
+/// as `shown`) again pointless, given the remembered `runs`; says why when so.
+fn already_done(
+    cli: &Cli,
+    shown: &str,
+    command: &[String],
+    runs: &[history::Run],
+    began: SystemTime,
+) -> bool {
+    let Some(last) = history::last(runs, command).filter(|run| run.succeeded()) else {
+        return false;
+    };
+    let end = humantime::format_rfc3339_seconds(last.end);
+    let took = msg::duration(Duration::from_secs(
+        last.end
+            .duration_since(last.start)
+            .unwrap_or_default()
+            .as_secs(),
+    ));
+    if cli.coalesce && last.end >= began {
+        msg::info(format_args!(
+            "{shown} finished at {end} (PID {}, {took}) while we waited; not run again",
+            last.pid
+        ));
+        return true;
+    }
+    let Some(interval) = cli.min_interval else {
+        return false;
+    };
+    let age = SystemTime::now()
+        .duration_since(last.end)
+        .unwrap_or_default();
+    if age >= interval {
+        return false;
+    }
+    msg::info(format_args!(
+        "{shown} last succeeded at {end} ({} ago); next run allowed after {} (--min-interval {}); \
+         not run (--force runs it anyway)",
+        msg::duration(Duration::from_secs(age.as_secs())),
+        humantime::format_rfc3339_seconds(last.end + interval),
+        msg::duration(interval)
+    ));
+    true
+}
+
+/// Waits, within the `--wait` budget that began at `start`, for syncs that
+/// run outside synclock; `Some(code)` when synclock must exit with it.
+fn wait_for_outside(
+    cli: &Cli,
+    proc: &Proc,
+    signals: &Signals,
+    start: Instant,
+    outside: &[Process],
+) -> Result<Option<u8>, Error> {
+    let first = &outside[0];
+    let more = match outside.len() {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    };
+    let who = format!(
+        "PID {} ({}){more}",
+        first.pid,
+        msg::command_line(&first.command)
+    );
+    let wait = wait_of(cli);
+    let limit = match wait {
+        Wait::No => {
+            msg::info(format_args!(
+                "{who} runs outside synclock; not waiting (--nonblock or --wait 0)"
+            ));
+            return Ok(Some(cli.conflict_exit_code));
+        }
+        Wait::Upto(limit) => Some(limit),
+        Wait::Forever => None,
+    };
+    let upto = limit
+        .map(|limit| format!("; waiting up to {}", msg::duration(limit)))
+        .unwrap_or_default();
+    msg::info(format_args!(
+        "waiting for {who}, which runs outside synclock; cleaning nothing this time{upto}"
+    ));
+    let deadline = limit.map(|limit| start + limit);
+    let mut live = Live::new(start, limit);
+    match scan::wait_gone(proc, outside, deadline, signals, &mut live)? {
+        Gone::All => Ok(None),
+        Gone::TimedOut => {
+            drop(live);
+            msg::info(format_args!(
+                "gave up waiting; {who} still runs outside synclock"
+            ));
+            Ok(Some(cli.conflict_exit_code))
+        }
+        Gone::Interrupted(signal) => {
+            drop(live);
+            msg::info(format_args!(
+                "interrupted by {signal} while waiting for {who}; nothing was run"
+            ));
+            Ok(Some(exit::signal_code(signal as i32)))
+        }
+    }
+}
+
+/// Says that the run whose record was left behind never finished.
+fn say_interrupted(interrupted: Option<&record::Record>) {
+    if let Some(record) = interrupted {
+        msg::info(format_args!(
+            "the previous run under this lock (PID {}: {}, started {}) did not finish; \
+             forcing a full compare of its rsync and webrsync repositories",
+            record.pid,
+            msg::command_line(&record.command),
+            humantime::format_rfc3339_seconds(record.since)
+        ));
+    }
+}
+
+/// Names a signal that killed the command (but INT and PIPE, which a user
+/// expects).
+fn report_death(shown: &str, status: std::process::ExitStatus) {
+    if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
+        && !matches!(signal, Signal::SIGINT | Signal::SIGPIPE)
+    {
+        let core = if status.core_dumped() {
+            " (core dumped)"
+        } else {
+            ""
+        };
+        msg::info(format_args!("{shown} was killed by {signal}{core}"));
+    }
+}
+
+fn my_pid() -> i32 {
+    i32::try_from(std::process::id()).unwrap_or(i32::MAX)
+}
+
+fn lock_id(path: &Path) -> Option<FileId> {
+    lock::look_up(path).ok().flatten().map(|(id, _)| id)
+}
+
+/// Our holder record of the lockfile at this path, in place: removed when
+/// dropped, which comes before the lock is released on every way out of a
+/// run but a SIGKILL, which leaves it as the mark of an interrupted run.
+struct RecordInPlace<'a>(&'a Path);
+
+impl<'a> RecordInPlace<'a> {
+    /// Writes the record of this process running `command` since `since`.
+    fn put(path: &'a Path, proc: &Proc, command: &[String], since: SystemTime) -> Self {
+        let pid = my_pid();
+        let record = record::Record {
+            pid,
+            start_ticks: proc.stat(pid).map_or(0, |(_, ticks)| ticks),
+            pid_namespace: proc.pid_namespace(),
+            host: holder::local_host(),
+            command: command.to_vec(),
+            since,
+        };
+        if let Err(err) = record::write(path, &record) {
+            msg::verbose(format_args!(
+                "cannot write holder record {}: {err}; status will know less",
+                record::path_for(path).display()
+            ));
+        }
+        RecordInPlace(path)
+    }
+}
+
+impl Drop for RecordInPlace<'_> {
+    fn drop(&mut self) {
+        record::remove(self.0);
+    }
+}
+
+/// Who holds the lock, in words, for the waiting and giving-up lines.
+fn holder_words(proc: &Proc, path: &Path) -> String {
+    let holder = holder::inspect(proc, path)
+        .ok()
+        .and_then(|inspection| inspection.holder);
+    holder.map_or_else(|| "another process".to_string(), |h| holder::describe(&h))
+}
+
+/// The one line said when the lock is busy and we wait (on a terminal, the
+/// live line follows).
+fn report_busy(proc: &Proc, path: &Path, wait: Wait) {
+    if !msg::enabled(msg::Level::Normal) {
+        return;
+    }
+    let limit = match wait {
+        Wait::Upto(limit) => format!("waiting up to {}", msg::duration(limit)),
+        Wait::No | Wait::Forever => "waiting".to_string(),
+    };
+    msg::info(format_args!(
+        "{} is held by {}; {limit}",
+        path.display(),
+        holder_words(proc, path)
+    ));
+}
+
+/// The one line said when the lock could not be had.
+fn report_conflict(proc: &Proc, path: &Path, wait: Wait, waited: Duration) {
+    if !msg::enabled(msg::Level::Normal) {
+        return;
+    }
+    let holder = holder_words(proc, path);
+    let shown = path.display();
+    match wait {
+        Wait::No => msg::info(format_args!(
+            "{shown} is held by {holder}; not waiting (--nonblock or --wait 0)"
+        )),
+        Wait::Upto(limit) => msg::info(format_args!(
+            "gave up after {}; {shown} is still held by {holder}",
+            msg::duration(limit.max(Duration::from_secs(waited.as_secs())))
+        )),
+        Wait::Forever => msg::info(format_args!("{shown} is still held by {holder}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn wait_for(args: &[&str]) -> Wait {
+        wait_of(&Cli::try_parse_from(args).expect("parses"))
+    }
+
+    #[test]
+    fn wait_zero_and_nonblock_mean_no_wait() {
+        assert_eq!(wait_for(&["synclock", "-w", "0", "true"]), Wait::No);
+        assert_eq!(wait_for(&["synclock", "-n", "-w", "5", "true"]), Wait::No);
+        assert_eq!(
+            wait_for(&["synclock", "-w", "5", "true"]),
+            Wait::Upto(Duration::from_secs(5))
+        );
+        assert_eq!(wait_for(&["synclock", "true"]), Wait::Forever);
+    }
+}

@@ -1,0 +1,321 @@
+//! Syncs that run outside synclock, and waiting for them to end.
+//!
+//! The lock only orders syncs that take it. Once it holds the lock, and
+//! before cleaning, synclock lists /proc and judges each process (see
+//! `verdict.rs`). Never counted: synclock itself and its ancestors (an
+//! unwrapped `eix-sync` calling a wrapped `emerge --sync`), nor whoever
+//! holds or waits for the same lock and their ancestors (another such
+//! eix-sync, whose wrapped part queues behind us: waiting for it would be
+//! waiting for ourselves). Each other process costs one readlink of its
+//! executable; only interpreters and sync tools have their command line
+//! read. Waiting for the syncs found uses pidfds and poll(2): the kernel
+//! wakes us when they exit.
+
+mod verdict;
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::libc;
+use nix::sys::signal::Signal;
+
+use crate::error::Error;
+use crate::msg::Live;
+use crate::proc::{self, FileId, Proc, Process};
+use crate::signals::{Event, Signals};
+use verdict::{Verdict, could_be_sync, judge};
+
+/// Sync processes running outside synclock, as `proc` shows them, for the
+/// synclock `me` holding the lock on the file `lock`. `locations` gives the
+/// repositories (as written and resolved) under which rsync and git count;
+/// it is asked only when such a process is found.
+pub fn outside_syncs(
+    proc: &Proc,
+    me: i32,
+    lock: Option<FileId>,
+    locations: impl Fn() -> Vec<PathBuf>,
+) -> Vec<Process> {
+    let ours: HashSet<i32> = proc.lineage(me).into_iter().collect();
+    let mut locations_once = None;
+    let mut found: Vec<i32> = Vec::new();
+    for pid in proc.pids() {
+        if ours.contains(&pid) {
+            continue;
+        }
+        match proc.executable_name(pid) {
+            // Kernel threads, zombies and processes gone meanwhile.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Ok(name) if !could_be_sync(&name) => continue,
+            // Unreadable (another user's, when not root): judged by its
+            // command line, which anyone may read.
+            Ok(_) | Err(_) => {}
+        }
+        let Some(raw) = proc.cmdline(pid) else {
+            continue;
+        };
+        let words: Vec<&str> = proc::words(&raw).collect();
+        let sync = match judge(&words) {
+            Verdict::Sync => true,
+            Verdict::NotSync => false,
+            Verdict::Tool(i) => {
+                let locations: &Vec<PathBuf> = locations_once.get_or_insert_with(&locations);
+                works_under(proc, pid, &words[i + 1..], locations)
+            }
+        };
+        if sync {
+            found.push(pid);
+        }
+    }
+    if found.is_empty() {
+        return Vec::new();
+    }
+    let queued = lock.map(|id| queued_for(proc, id)).unwrap_or_default();
+    found
+        .into_iter()
+        .filter(|pid| !queued.contains(pid))
+        .filter_map(|pid| proc.process(pid))
+        .collect()
+}
+
+/// The processes that take part in the lock on `id`: those /proc/locks
+/// shows holding or waiting for it, and all their ancestors.
+fn queued_for(proc: &Proc, id: FileId) -> HashSet<i32> {
+    let entries = proc.lock_entries(id).unwrap_or_default();
+    entries
+        .holder
+        .into_iter()
+        .chain(entries.waiters)
+        .flat_map(|pid| proc.lineage(pid))
+        .collect()
+}
+
+/// Whether `pid` (rsync or git with `args`) works under one of `locations`:
+/// its working directory, or an absolute path among its arguments.
+fn works_under(proc: &Proc, pid: i32, args: &[&str], locations: &[PathBuf]) -> bool {
+    let under = |path: &Path| locations.iter().any(|location| path.starts_with(location));
+    proc.cwd(pid).as_deref().is_some_and(under)
+        || args
+            .iter()
+            .filter(|a| a.starts_with('/'))
+            .any(|a| under(Path::new(a)))
+}
+
+/// How waiting for outside syncs ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gone {
+    /// All of them exited.
+    All,
+    /// Some still run at the deadline.
+    TimedOut,
+    /// A signal ended the wait.
+    Interrupted(Signal),
+}
+
+/// Waits until every process in `syncs` has exited, until `deadline`, or
+/// until a signal arrives, redrawing `live` meanwhile.
+pub fn wait_gone(
+    proc: &Proc,
+    syncs: &[Process],
+    deadline: Option<Instant>,
+    signals: &Signals,
+    live: &mut Live,
+) -> Result<Gone, Error> {
+    let mut pidfds: Vec<OwnedFd> = syncs.iter().filter_map(|p| pidfd_of(proc, p)).collect();
+    while !pidfds.is_empty() {
+        let fds: Vec<_> = pidfds.iter().map(|fd| fd.as_fd()).collect();
+        match signals.wait(&fds, deadline, live)? {
+            Event::Ready(ready) => {
+                let mut index = 0;
+                pidfds.retain(|_| {
+                    index += 1;
+                    !ready.contains(&(index - 1))
+                });
+            }
+            Event::TimedOut => return Ok(Gone::TimedOut),
+            Event::Signal(Signal::SIGCHLD) => {}
+            Event::Signal(signal) => return Ok(Gone::Interrupted(signal)),
+        }
+    }
+    Ok(Gone::All)
+}
+
+/// A pidfd for `process`, unless it has already exited (or its PID now
+/// names another process: checked after opening, by its start time).
+fn pidfd_of(proc: &Proc, process: &Process) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor
+    // or -1; no memory is shared with the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, process.pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just returned this descriptor to us alone.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let same = proc
+        .stat(process.pid)
+        .is_some_and(|(_, ticks)| ticks == process.start_ticks);
+    same.then_some(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    /// Adds process `pid` to the fake /proc at `root`.
+    fn fake(root: &Path, pid: i32, parent: i32, exe: Option<&str>, argv: &[&str], cwd: &str) {
+        let dir = root.join(pid.to_string());
+        fs::create_dir_all(&dir).unwrap();
+        let stat = format!("{pid} (x) S {parent} 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {pid}0 0 0");
+        fs::write(dir.join("stat"), stat).unwrap();
+        let mut cmdline = argv.join("\0");
+        cmdline.push('\0');
+        fs::write(dir.join("cmdline"), cmdline).unwrap();
+        if let Some(exe) = exe {
+            symlink(exe, dir.join("exe")).unwrap();
+        }
+        symlink(cwd, dir.join("cwd")).unwrap();
+    }
+
+    #[test]
+    fn the_scan_finds_outside_syncs_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let repo = "/var/db/repos/gentoo";
+        let py = Some("/usr/bin/python3.12");
+        fake(root, 1, 0, Some("/sbin/init"), &["/sbin/init"], "/");
+        fake(root, 2, 0, None, &[], "/");
+        // Us, and an ancestor that is a sync (an unwrapped eix-sync).
+        fake(
+            root,
+            50,
+            1,
+            Some("/bin/bash"),
+            &["sh", "/usr/bin/eix-sync"],
+            "/",
+        );
+        fake(
+            root,
+            100,
+            50,
+            Some("/usr/bin/synclock"),
+            &["synclock", "--", "emerge", "--sync"],
+            "/",
+        );
+        // Outside syncs.
+        fake(
+            root,
+            200,
+            1,
+            py,
+            &["python3", "/usr/bin/emerge", "--sync"],
+            "/root",
+        );
+        fake(root, 201, 1, py, &["/usr/bin/emaint", "sync", "-a"], "/");
+        fake(
+            root,
+            204,
+            1,
+            Some("/usr/bin/rsync"),
+            &["rsync", "-a", "rsync://m/g", repo],
+            "/",
+        );
+        fake(
+            root,
+            206,
+            1,
+            Some("/usr/bin/git"),
+            &["git", "pull"],
+            "/var/db/repos/gentoo/x",
+        );
+        // Not syncs: a retitled program, tools elsewhere, another synclock.
+        fake(root, 202, 1, Some("/bin/sleep"), &["emerge", "--sync"], "/");
+        fake(
+            root,
+            205,
+            1,
+            Some("/usr/bin/rsync"),
+            &["rsync", "/home/a", "/home/b"],
+            "/",
+        );
+        fake(
+            root,
+            207,
+            1,
+            Some("/usr/bin/synclock"),
+            &["synclock", "--", "eix-sync"],
+            "/",
+        );
+        // A waiter for our lock (301), whose unwrapped parent (302) syncs.
+        fake(
+            root,
+            302,
+            1,
+            Some("/bin/sh"),
+            &["sh", "/usr/bin/eix-sync"],
+            "/",
+        );
+        fake(
+            root,
+            301,
+            302,
+            Some("/usr/bin/synclock"),
+            &["synclock", "--", "emerge", "--sync"],
+            "/",
+        );
+        let id = FileId {
+            dev: nix::sys::stat::makedev(0, 0x2a),
+            ino: 5678,
+        };
+        fs::write(
+            root.join("locks"),
+            "1: FLOCK  ADVISORY  WRITE 100 00:2a:5678 0 EOF\n\
+             1: -> FLOCK  ADVISORY  WRITE 301 00:2a:5678 0 EOF\n",
+        )
+        .unwrap();
+        let proc = Proc::at(root);
+        let asked = std::cell::Cell::new(0);
+        let locations = || {
+            asked.set(asked.get() + 1);
+            vec![PathBuf::from(repo)]
+        };
+        let found: Vec<i32> = outside_syncs(&proc, 100, Some(id), locations)
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        assert_eq!(found, [200, 201, 204, 206]);
+        assert_eq!(asked.get(), 1, "locations are asked for once");
+        // Without the lock's queue, the waiter's parent counts.
+        let found: Vec<i32> = outside_syncs(&proc, 100, None, Vec::new)
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        assert_eq!(found, [200, 201, 302]);
+    }
+
+    #[test]
+    fn low_pids_are_scanned_like_any_other() {
+        // A container's own PID namespace: its sync may be PID 2.
+        let tmp = tempfile::tempdir().unwrap();
+        fake(tmp.path(), 1, 0, Some("/bin/sh"), &["sh"], "/");
+        fake(
+            tmp.path(),
+            2,
+            1,
+            Some("/bin/sh"),
+            &["sh", "/usr/bin/emerge-webrsync"],
+            "/",
+        );
+        fake(
+            tmp.path(),
+            3,
+            1,
+            Some("/usr/bin/synclock"),
+            &["synclock", "--", "true"],
+            "/",
+        );
+        let found = outside_syncs(&Proc::at(tmp.path()), 3, None, Vec::new);
+        assert_eq!(found.iter().map(|p| p.pid).collect::<Vec<_>>(), [2]);
+        assert_eq!(found[0].command, ["sh", "/usr/bin/emerge-webrsync"]);
+    }
+}

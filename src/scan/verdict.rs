@@ -1,0 +1,159 @@
+//! The verdict on one process: is it a sync, judged by its executable's
+//! name and its command line alone?
+//!
+//! A sync is `emerge --sync`, `emaint sync`, `pmaint sync`,
+//! `emerge-webrsync`, `emerge-delta-webrsync` or `eix-sync`, run directly or
+//! as a script of an interpreter; rsync and git are syncs only when they
+//! work under a repository, which the scan checks (see [`Verdict::Tool`]).
+//! synclock itself never is.
+
+/// Programs that are a sync whatever their arguments.
+const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "eix-sync"];
+
+/// What a command line alone says of a process.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A sync.
+    Sync,
+    /// Not a sync, whatever else is true of the process.
+    NotSync,
+    /// rsync or git, as word `i`: a sync when working under a repository.
+    Tool(usize),
+}
+
+/// Judges a process by its command line `words` alone.
+pub fn judge(words: &[&str]) -> Verdict {
+    if words
+        .first()
+        .is_none_or(|argv0| basename(argv0) == "synclock")
+    {
+        return Verdict::NotSync;
+    }
+    let followed_by = |i: usize, arg: &str| words[i + 1..].contains(&arg);
+    // The program is argv[0], or the script an interpreter runs.
+    let candidates = if is_interpreter(basename(words[0])) {
+        3
+    } else {
+        1
+    };
+    for (i, word) in words.iter().enumerate().take(candidates) {
+        match program(basename(word)) {
+            Some(Program::Emerge) if followed_by(i, "--sync") => return Verdict::Sync,
+            Some(Program::Maint) if followed_by(i, "sync") => return Verdict::Sync,
+            Some(Program::Sync) => return Verdict::Sync,
+            Some(Program::Tool) => return Verdict::Tool(i),
+            _ => {}
+        }
+    }
+    Verdict::NotSync
+}
+
+/// Whether a process running the executable `name` may be a sync: an
+/// interpreter, or a program [`judge`] looks for. Any other process is
+/// passed over without reading its command line.
+pub fn could_be_sync(name: &str) -> bool {
+    is_interpreter(name) || program(name).is_some()
+}
+
+/// The programs [`judge`] knows by name.
+enum Program {
+    /// `emerge`: a sync with `--sync`.
+    Emerge,
+    /// `emaint` or `pmaint`: a sync with the `sync` command.
+    Maint,
+    /// A sync whatever its arguments.
+    Sync,
+    /// rsync or git: a sync when working under a repository.
+    Tool,
+}
+
+/// What `name` is to [`judge`], if it knows it.
+fn program(name: &str) -> Option<Program> {
+    match name {
+        "emerge" => Some(Program::Emerge),
+        "emaint" | "pmaint" => Some(Program::Maint),
+        "rsync" | "git" => Some(Program::Tool),
+        name if SYNC_PROGRAMS.contains(&name) => Some(Program::Sync),
+        _ => None,
+    }
+}
+
+/// Interpreters that may run a sync script; `python*` includes Gentoo's
+/// python-exec wrapper.
+fn is_interpreter(name: &str) -> bool {
+    name.starts_with("python")
+        || name.starts_with("pypy")
+        || ["bash", "sh", "dash", "ash", "busybox", "zsh", "ksh", "mksh"].contains(&name)
+}
+
+fn basename(word: &str) -> &str {
+    word.rsplit('/').next().unwrap_or(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_sync_command_lines() {
+        let sync = |words: &[&str]| judge(words) == Verdict::Sync;
+        assert!(sync(&["emerge", "--sync"]));
+        assert!(sync(&[
+            "/usr/bin/python3.12",
+            "/usr/lib/python-exec/python3.12/emerge",
+            "-q",
+            "--sync",
+            "gentoo"
+        ]));
+        assert!(sync(&["emaint", "-a", "sync"]));
+        assert!(sync(&[
+            "/usr/bin/python3",
+            "/usr/bin/emaint",
+            "sync",
+            "--auto"
+        ]));
+        assert!(sync(&["/bin/bash", "/usr/bin/emerge-webrsync"]));
+        assert!(sync(&["sh", "/usr/bin/eix-sync"]));
+        assert!(!sync(&["emerge", "-uDN", "@world"]));
+        assert!(!sync(&["emaint", "binhost"]));
+        assert!(!sync(&[
+            "synclock", "--wait", "1h", "--", "emerge", "--sync"
+        ]));
+        assert!(!sync(&[
+            "/usr/local/bin/synclock",
+            "--",
+            "emaint",
+            "sync",
+            "-a"
+        ]));
+        assert!(!sync(&["vim", "emerge", "--sync"]));
+        assert!(!sync(&["bash", "-c", "for i in 1 2; do x; done"]));
+        assert_eq!(judge(&[]), Verdict::NotSync);
+        // rsync and git also depend on where they work.
+        assert_eq!(judge(&["rsync", "-a", "a", "b"]), Verdict::Tool(0));
+        assert_eq!(
+            judge(&["/bin/sh", "-e", "/usr/bin/git", "pull"]),
+            Verdict::Tool(2)
+        );
+    }
+
+    #[test]
+    fn executables_that_may_be_a_sync() {
+        for name in [
+            "python3.12",
+            "python-exec2c",
+            "pypy3",
+            "bash",
+            "sh",
+            "busybox",
+        ] {
+            assert!(could_be_sync(name), "{name}");
+        }
+        for name in ["rsync", "git", "emerge", "eix-sync", "emerge-webrsync"] {
+            assert!(could_be_sync(name), "{name}");
+        }
+        for name in ["sleep", "synclock", "sshd", "systemd", ""] {
+            assert!(!could_be_sync(name), "{name}");
+        }
+    }
+}
