@@ -11,11 +11,9 @@ use synclock::cli::Cli;
 /// Every generated file: (path relative to the repository, contents).
 pub fn files() -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
-    for (shell, name) in [
-        (Shell::Bash, "synclock.bash"),
-        (Shell::Zsh, "_synclock"),
-        (Shell::Fish, "synclock.fish"),
-    ] {
+    for (shell, name) in
+        [(Shell::Bash, "synclock.bash"), (Shell::Zsh, "_synclock"), (Shell::Fish, "synclock.fish")]
+    {
         let mut text = Vec::new();
         clap_complete::generate(shell, &mut Cli::command(), "synclock", &mut text);
         files.push((format!("contrib/completions/{name}"), text));
@@ -33,9 +31,7 @@ pub fn files() -> Vec<(String, Vec<u8>)> {
 
 fn man(command: clap::Command) -> Vec<u8> {
     let mut page = Vec::new();
-    clap_mangen::Man::new(command)
-        .render(&mut page)
-        .expect("render to memory");
+    clap_mangen::Man::new(command).render(&mut page).expect("render to memory");
     page
 }
 

@@ -157,25 +157,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
 /// and its usage footer.
 fn one_line(err: &clap::Error) -> String {
     let text = err.render().to_string();
-    let mut lines = text
-        .lines()
-        .map(str::trim)
-        .take_while(|line| !line.starts_with("Usage:"))
-        .filter(|line| {
+    let mut lines =
+        text.lines().map(str::trim).take_while(|line| !line.starts_with("Usage:")).filter(|line| {
             !line.is_empty()
                 && !line.starts_with("tip:")
                 && !line.starts_with("For more information")
         });
     let first = lines.next().unwrap_or("invalid command line");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    std::iter::once(first)
-        .chain(lines)
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replace(
-            "the following required arguments were not provided: <COMMAND>...",
-            "no command given",
-        )
+    std::iter::once(first).chain(lines).collect::<Vec<_>>().join(" ").replace(
+        "the following required arguments were not provided: <COMMAND>...",
+        "no command given",
+    )
 }
 
 /// Parses a `--wait` value: a bare number of seconds (as flock(1) takes it,

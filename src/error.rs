@@ -64,12 +64,7 @@ impl fmt::Display for Error {
             Error::UnsafeLockfile { path, reason } => {
                 write!(f, "refusing lockfile {}: {reason}", path.display())
             }
-            Error::Os {
-                action,
-                path,
-                errno,
-                hint,
-            } => {
+            Error::Os { action, path, errno, hint } => {
                 write!(f, "{action} {}: {}", path.display(), errno.desc())?;
                 if !hint.is_empty() {
                     write!(f, "; {hint}")?;
@@ -82,10 +77,9 @@ impl fmt::Display for Error {
                     f,
                     "cannot run {program}: command not found; check PATH or give its full path"
                 ),
-                io::ErrorKind::PermissionDenied => write!(
-                    f,
-                    "cannot run {program}: permission denied; is it an executable file?"
-                ),
+                io::ErrorKind::PermissionDenied => {
+                    write!(f, "cannot run {program}: permission denied; is it an executable file?")
+                }
                 _ => write!(f, "cannot run {program}: {source}"),
             },
         }

@@ -86,9 +86,7 @@ pub fn read_trusted(path: &Path, owner: u32) -> Result<String, Unread> {
             Some(libc::ELOOP) => Unread::Refused("it is a symbolic link".into()),
             _ => Unread::Refused(err.to_string()),
         })?;
-    let meta = file
-        .metadata()
-        .map_err(|err| Unread::Refused(err.to_string()))?;
+    let meta = file.metadata().map_err(|err| Unread::Refused(err.to_string()))?;
     if let Some(why) = refusal(&meta, owner) {
         return Err(Unread::Refused(why));
     }
@@ -106,10 +104,7 @@ fn refusal(meta: &fs::Metadata, owner: u32) -> Option<String> {
     if !meta.is_file() {
         Some("it is not a regular file".into())
     } else if meta.uid() != owner {
-        Some(format!(
-            "it is owned by uid {}, not the lockfile's owner",
-            meta.uid()
-        ))
+        Some(format!("it is owned by uid {}, not the lockfile's owner", meta.uid()))
     } else if meta.len() > MAX_SIZE {
         Some(format!("it is larger than {MAX_SIZE} bytes"))
     } else {
@@ -119,9 +114,7 @@ fn refusal(meta: &fs::Metadata, owner: u32) -> Option<String> {
 
 /// Escapes backslash, newline and tab, for one-line fields.
 pub fn escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('\t', "\\t")
+    text.replace('\\', "\\\\").replace('\n', "\\n").replace('\t', "\\t")
 }
 
 /// Undoes [`escape`].
@@ -155,26 +148,16 @@ mod tests {
         assert_eq!(read_trusted(&path, owner), Err(Unread::Missing));
         write_atomic(&path, b"one\n").unwrap();
         assert_eq!(read_trusted(&path, owner).unwrap(), "one\n");
-        assert!(matches!(
-            read_trusted(&path, owner + 1),
-            Err(Unread::Refused(_))
-        ));
+        assert!(matches!(read_trusted(&path, owner + 1), Err(Unread::Refused(_))));
         let target = dir.path().join("target");
         fs::write(&target, "keep").unwrap();
         fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink(&target, &path).unwrap();
-        assert!(matches!(
-            read_trusted(&path, owner),
-            Err(Unread::Refused(_))
-        ));
+        assert!(matches!(read_trusted(&path, owner), Err(Unread::Refused(_))));
         write_atomic(&path, b"two\n").unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep", "not followed");
         assert_eq!(read_trusted(&path, owner).unwrap(), "two\n");
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            2,
-            "no temp file left"
-        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "no temp file left");
         assert_eq!(unescape(&escape("a\\b\nc\td")), "a\\b\nc\td");
     }
 }

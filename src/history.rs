@@ -59,10 +59,7 @@ fn judge(path: &Path, text: Result<String, Unread>) -> Vec<Run> {
         Ok(text) => text,
         Err(Unread::Missing) => return Vec::new(),
         Err(Unread::Refused(why)) => {
-            msg::info(format_args!(
-                "ignoring history {}: {why}; starting afresh",
-                path.display()
-            ));
+            msg::info(format_args!("ignoring history {}: {why}; starting afresh", path.display()));
             return Vec::new();
         }
     };
@@ -97,9 +94,7 @@ pub fn remember(lockfile: &Path, owner: u32, run: Run) -> std::io::Result<()> {
 /// Times are kept in nanoseconds: `--coalesce` compares a run's end with the
 /// moment a waiter began, and the two can fall in the same millisecond.
 fn nanos(time: SystemTime) -> u128 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
+    time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos()
 }
 
 fn time_of(nanos: &str) -> Option<SystemTime> {
@@ -150,13 +145,7 @@ fn decode(text: &str) -> Result<Vec<Run>, usize> {
             if command.is_empty() {
                 return Err(bad);
             }
-            Ok(Run {
-                command,
-                start,
-                end,
-                code,
-                pid,
-            })
+            Ok(Run { command, start, end, code, pid })
         })
         .collect()
 }
@@ -181,10 +170,7 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip() {
-        let runs = vec![
-            run(&["emerge", "--sync"], 0),
-            run(&["sh", "-c", "a\tb\nc\\d", ""], 1),
-        ];
+        let runs = vec![run(&["emerge", "--sync"], 0), run(&["sh", "-c", "a\tb\nc\\d", ""], 1)];
         assert_eq!(decode(&encode(&runs)), Ok(runs));
     }
 
@@ -232,9 +218,6 @@ mod tests {
         assert_eq!(runs[0].command, ["cmd", "3"]);
         assert_eq!(runs[0].code, 7);
         assert_eq!(runs.iter().filter(|r| r.command == ["cmd", "3"]).count(), 1);
-        assert!(
-            last(&runs, &["cmd".into(), "0".into()]).is_none(),
-            "the oldest fell out"
-        );
+        assert!(last(&runs, &["cmd".into(), "0".into()]).is_none(), "the oldest fell out");
     }
 }

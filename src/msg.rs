@@ -104,13 +104,7 @@ impl Live {
     /// `limit` (`None`: no limit).
     pub fn new(start: Instant, limit: Option<Duration>) -> Self {
         let enabled = enabled(Level::Normal) && std::io::stderr().is_terminal();
-        Live {
-            start,
-            limit,
-            enabled,
-            drawn: false,
-            next: start + Duration::from_secs(1),
-        }
+        Live { start, limit, enabled, drawn: false, next: start + Duration::from_secs(1) }
     }
 
     /// A line that never draws.
@@ -132,10 +126,7 @@ impl Live {
         }
         self.next += Duration::from_secs(1);
         let waited = duration(Duration::from_secs((now - self.start).as_secs()));
-        let limit = self
-            .limit
-            .map(|l| format!(" of {}", duration(l)))
-            .unwrap_or_default();
+        let limit = self.limit.map(|l| format!(" of {}", duration(l))).unwrap_or_default();
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\rsynclock: waited {waited}{limit}\x1b[K");
         let _ = err.flush();
@@ -158,10 +149,8 @@ mod tests {
 
     #[test]
     fn command_line_quotes_only_where_needed() {
-        let words: Vec<OsString> = ["emerge", "--sync", "a b", "", "it's"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let words: Vec<OsString> =
+            ["emerge", "--sync", "a b", "", "it's"].iter().map(OsString::from).collect();
         assert_eq!(command_line(&words), r"emerge --sync 'a b' '' 'it'\''s'");
     }
 

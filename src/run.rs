@@ -51,13 +51,8 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
         // SAFETY: `inherited` checked that `fd` is open and holds the lock;
         // nothing closes it while this run lives.
         let lock = unsafe { BorrowedFd::borrow_raw(fd) };
-        let mut child = exec::spawn(
-            &cli.command,
-            lock,
-            path,
-            lock::FD_VAR,
-            signals.original_mask(),
-        )?;
+        let mut child =
+            exec::spawn(&cli.command, lock, path, lock::FD_VAR, signals.original_mask())?;
         let status = exec::supervise(&mut child, &signals)?;
         report_death(&shown, status);
         return Ok(exit::code_of(status));
@@ -74,11 +69,7 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
     let owner = held.owner;
 
     // --coalesce / --min-interval: a run that covers ours already happened.
-    let words: Vec<String> = cli
-        .command
-        .iter()
-        .map(|w| w.to_string_lossy().into_owned())
-        .collect();
+    let words: Vec<String> = cli.command.iter().map(|w| w.to_string_lossy().into_owned()).collect();
     if !cli.force
         && (cli.coalesce || cli.min_interval.is_some())
         && already_done(cli, &shown, &words, &history::read(path, owner), began)
@@ -94,9 +85,7 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
 
     // Syncs outside synclock: wait for them (cleaning nothing), or clean.
     let outside = scan::outside_syncs(proc, my_pid(), lock_id(path), || {
-        plan.as_ref()
-            .map(clean::Plan::locations)
-            .unwrap_or_default()
+        plan.as_ref().map(clean::Plan::locations).unwrap_or_default()
     });
     if !outside.is_empty() {
         if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside)? {
@@ -109,20 +98,13 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
 
     // A signal that came since the lock was had: stop before COMMAND.
     if let Some(signal) = signals.pending()? {
-        msg::info(format_args!(
-            "interrupted by {signal} before {shown} started; it was not run"
-        ));
+        msg::info(format_args!("interrupted by {signal} before {shown} started; it was not run"));
         return Ok(exit::signal_code(signal as i32));
     }
 
     // COMMAND, supervised.
-    let mut child = exec::spawn(
-        &cli.command,
-        held.file.as_fd(),
-        path,
-        lock::FD_VAR,
-        signals.original_mask(),
-    )?;
+    let mut child =
+        exec::spawn(&cli.command, held.file.as_fd(), path, lock::FD_VAR, signals.original_mask())?;
     let status = exec::supervise(&mut child, &signals)?;
     report_death(&shown, status);
 
@@ -163,9 +145,7 @@ fn clean_only(cli: &Cli, proc: &Proc, dry_run: bool) -> Result<u8, Error> {
     let owner = held.owner;
     let interrupted = record::read(path, owner);
     let outside = scan::outside_syncs(proc, my_pid(), lock_id(path), || {
-        plan.as_ref()
-            .map(clean::Plan::locations)
-            .unwrap_or_default()
+        plan.as_ref().map(clean::Plan::locations).unwrap_or_default()
     });
     if !outside.is_empty()
         && let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside)?
@@ -191,11 +171,7 @@ fn clean_only(cli: &Cli, proc: &Proc, dry_run: bool) -> Result<u8, Error> {
     if summary.items == 0 && summary.failures == 0 {
         msg::info(format_args!("nothing to clean"));
     }
-    Ok(if summary.failures > 0 {
-        exit::FAILURE
-    } else {
-        0
-    })
+    Ok(if summary.failures > 0 { exit::FAILURE } else { 0 })
 }
 
 /// The waiting policy that `--wait` and `--nonblock` add up to.
@@ -281,10 +257,7 @@ fn already_done(
     };
     let end = humantime::format_rfc3339_seconds(last.end);
     let took = msg::duration(Duration::from_secs(
-        last.end
-            .duration_since(last.start)
-            .unwrap_or_default()
-            .as_secs(),
+        last.end.duration_since(last.start).unwrap_or_default().as_secs(),
     ));
     if cli.coalesce && last.end >= began {
         msg::info(format_args!(
@@ -296,9 +269,7 @@ fn already_done(
     let Some(interval) = cli.min_interval else {
         return false;
     };
-    let age = SystemTime::now()
-        .duration_since(last.end)
-        .unwrap_or_default();
+    let age = SystemTime::now().duration_since(last.end).unwrap_or_default();
     if age >= interval {
         return false;
     }
@@ -326,11 +297,7 @@ fn wait_for_outside(
         1 => String::new(),
         n => format!(" and {} more", n - 1),
     };
-    let who = format!(
-        "PID {} ({}){more}",
-        first.pid,
-        msg::command_line(&first.command)
-    );
+    let who = format!("PID {} ({}){more}", first.pid, msg::command_line(&first.command));
     let wait = wait_of(cli);
     let limit = match wait {
         Wait::No => {
@@ -342,9 +309,8 @@ fn wait_for_outside(
         Wait::Upto(limit) => Some(limit),
         Wait::Forever => None,
     };
-    let upto = limit
-        .map(|limit| format!("; waiting up to {}", msg::duration(limit)))
-        .unwrap_or_default();
+    let upto =
+        limit.map(|limit| format!("; waiting up to {}", msg::duration(limit))).unwrap_or_default();
     msg::info(format_args!(
         "waiting for {who}, which runs outside synclock; cleaning nothing this time{upto}"
     ));
@@ -354,9 +320,7 @@ fn wait_for_outside(
         Gone::All => Ok(None),
         Gone::TimedOut => {
             drop(live);
-            msg::info(format_args!(
-                "gave up waiting; {who} still runs outside synclock"
-            ));
+            msg::info(format_args!("gave up waiting; {who} still runs outside synclock"));
             Ok(Some(cli.conflict_exit_code))
         }
         Gone::Interrupted(signal) => {
@@ -388,11 +352,7 @@ fn report_death(shown: &str, status: std::process::ExitStatus) {
     if let Some(signal) = status.signal().and_then(|n| Signal::try_from(n).ok())
         && !matches!(signal, Signal::SIGINT | Signal::SIGPIPE)
     {
-        let core = if status.core_dumped() {
-            " (core dumped)"
-        } else {
-            ""
-        };
+        let core = if status.core_dumped() { " (core dumped)" } else { "" };
         msg::info(format_args!("{shown} was killed by {signal}{core}"));
     }
 }
@@ -440,9 +400,7 @@ impl Drop for RecordInPlace<'_> {
 
 /// Who holds the lock, in words, for the waiting and giving-up lines.
 fn holder_words(proc: &Proc, path: &Path) -> String {
-    let holder = holder::inspect(proc, path)
-        .ok()
-        .and_then(|inspection| inspection.holder);
+    let holder = holder::inspect(proc, path).ok().and_then(|inspection| inspection.holder);
     holder.map_or_else(|| "another process".to_string(), |h| holder::describe(&h))
 }
 
@@ -456,11 +414,7 @@ fn report_busy(proc: &Proc, path: &Path, wait: Wait) {
         Wait::Upto(limit) => format!("waiting up to {}", msg::duration(limit)),
         Wait::No | Wait::Forever => "waiting".to_string(),
     };
-    msg::info(format_args!(
-        "{} is held by {}; {limit}",
-        path.display(),
-        holder_words(proc, path)
-    ));
+    msg::info(format_args!("{} is held by {}; {limit}", path.display(), holder_words(proc, path)));
 }
 
 /// The one line said when the lock could not be had.
@@ -495,10 +449,7 @@ mod tests {
     fn wait_zero_and_nonblock_mean_no_wait() {
         assert_eq!(wait_for(&["synclock", "-w", "0", "true"]), Wait::No);
         assert_eq!(wait_for(&["synclock", "-n", "-w", "5", "true"]), Wait::No);
-        assert_eq!(
-            wait_for(&["synclock", "-w", "5", "true"]),
-            Wait::Upto(Duration::from_secs(5))
-        );
+        assert_eq!(wait_for(&["synclock", "-w", "5", "true"]), Wait::Upto(Duration::from_secs(5)));
         assert_eq!(wait_for(&["synclock", "true"]), Wait::Forever);
     }
 }

@@ -21,13 +21,8 @@ use crate::msg::Live;
 
 /// The signals that end a wait (INT, TERM, HUP, QUIT), are forwarded or
 /// ignored while the command runs, plus CHLD for the command's exit.
-const HANDLED: [Signal; 5] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGCHLD,
-];
+const HANDLED: [Signal; 5] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGCHLD];
 
 /// What ended a [`Signals::wait`].
 #[derive(Debug, PartialEq, Eq)]
@@ -109,10 +104,7 @@ impl Signals {
             };
             let timeout = wake.map_or(PollTimeout::NONE, |wake| {
                 // Rounded up, so that poll never returns a hair early.
-                let left = wake
-                    .saturating_duration_since(now)
-                    .as_micros()
-                    .div_ceil(1000);
+                let left = wake.saturating_duration_since(now).as_micros().div_ceil(1000);
                 PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
             });
             let mut polled: Vec<PollFd<'_>> = std::iter::once(self.queue.as_fd())
@@ -122,10 +114,7 @@ impl Signals {
             match poll(&mut polled, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(errno) => {
-                    return Err(Error::System {
-                        action: "cannot poll",
-                        errno,
-                    });
+                    return Err(Error::System { action: "cannot poll", errno });
                 }
             }
             let ready: Vec<usize> = polled[1..]
@@ -153,10 +142,7 @@ impl Signals {
                 Ok(None) | Err(Errno::EAGAIN) => return Ok(None),
                 Err(Errno::EINTR) => {}
                 Err(errno) => {
-                    return Err(Error::System {
-                        action: "cannot read the signalfd",
-                        errno,
-                    });
+                    return Err(Error::System { action: "cannot read the signalfd", errno });
                 }
             }
         }
@@ -168,11 +154,7 @@ fn is_ignored(signal: Signal) -> bool {
     let mut old = std::mem::MaybeUninit::<nix::libc::sigaction>::uninit();
     // SAFETY: a null new action only reads the current one into `old`.
     let asked = unsafe {
-        nix::libc::sigaction(
-            signal as nix::libc::c_int,
-            std::ptr::null(),
-            old.as_mut_ptr(),
-        )
+        nix::libc::sigaction(signal as nix::libc::c_int, std::ptr::null(), old.as_mut_ptr())
     };
     // SAFETY: sigaction filled `old` when it returned 0.
     asked == 0 && unsafe { old.assume_init() }.sa_sigaction == nix::libc::SIG_IGN

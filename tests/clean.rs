@@ -34,12 +34,7 @@ impl Portage {
 
     fn with(env: TestEnv) -> Self {
         let portage = Portage { env };
-        for dir in [
-            "root/etc/portage/repos.conf",
-            "prefix",
-            "repos",
-            "tmp/portage",
-        ] {
+        for dir in ["root/etc/portage/repos.conf", "prefix", "repos", "tmp/portage"] {
             fs::create_dir_all(portage.path(dir)).unwrap();
         }
         portage
@@ -101,16 +96,10 @@ impl Portage {
             &format!("repos/{name}/metadata/timestamp.chk"),
             "Mon, 01 Jan 2026 00:00:00 +0000\n",
         );
-        self.write(
-            &format!("repos/{name}/profiles/repo_name"),
-            &format!("{name}\n"),
-        );
+        self.write(&format!("repos/{name}/profiles/repo_name"), &format!("{name}\n"));
         for i in 0..files {
             self.write(
-                &format!(
-                    "repos/{name}/{QUARANTINE}/cat-{}/pkg-{i}/pkg-{i}.ebuild",
-                    i % 7
-                ),
+                &format!("repos/{name}/{QUARANTINE}/cat-{}/pkg-{i}/pkg-{i}.ebuild", i % 7),
                 "EAPI=8\n",
             );
         }
@@ -128,11 +117,7 @@ fn every_leftover_is_cleaned_and_nothing_else() {
     // Row 1: rsync quarantine (with a symlink inside pointing outside).
     p.rsync_repo("gentoo", 40);
     p.write("outside/precious", "keep");
-    symlink(
-        p.path("outside"),
-        p.path(&format!("repos/gentoo/{QUARANTINE}/escape")),
-    )
-    .unwrap();
+    symlink(p.path("outside"), p.path(&format!("repos/gentoo/{QUARANTINE}/escape"))).unwrap();
     p.write("repos/gentoo/metadata/timestamp.x", "1 x\n");
     // Do not touch: Portage lock files, rsync temp files, distfiles.
     p.write("repos/gentoo/.x.portage_lockfile", "");
@@ -147,10 +132,7 @@ fn every_leftover_is_cleaned_and_nothing_else() {
     symlink("snapshots/1", p.path("store/latest.new")).unwrap();
     symlink(p.path("store/latest"), p.path("repos/rcu.new")).unwrap();
     // Row 5: zipfile.
-    p.conf(
-        "zip.conf",
-        "[zip]\nlocation = @/repos/zip\nsync-type = zipfile\n",
-    );
+    p.conf("zip.conf", "[zip]\nlocation = @/repos/zip\nsync-type = zipfile\n");
     p.write("repos/zip/.tempab12cd_9/old/tree", "");
     p.write("repos/zip/.tempAB12CD_9/keep", "");
     p.write("repos/zip/.info", "etag");
@@ -162,10 +144,7 @@ fn every_leftover_is_cleaned_and_nothing_else() {
     p.write("tmp/emerge-webrsync.toolong1/keep", "");
     p.write("tmp/gemato.abcdefgh/keep", "");
     // Row 7: git locks, old and young.
-    p.conf(
-        "git.conf",
-        "[overlay]\nlocation = @/repos/overlay\nsync-type = git\n",
-    );
+    p.conf("git.conf", "[overlay]\nlocation = @/repos/overlay\nsync-type = git\n");
     p.write("repos/overlay/.git/HEAD", "ref: refs/heads/master\n");
     p.write("repos/overlay/.git/refs/heads/master", "0123\n");
     for (lock, old) in [
@@ -185,10 +164,7 @@ fn every_leftover_is_cleaned_and_nothing_else() {
     let out = run(p.synclock(["--", "sh", "-c", "echo ran"]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "ran");
-    let expected = format!(
-        "removed stale {QUARANTINE} in {} (",
-        p.path("repos/gentoo").display()
-    );
+    let expected = format!("removed stale {QUARANTINE} in {} (", p.path("repos/gentoo").display());
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
     for gone in [
         &format!("repos/gentoo/{QUARANTINE}")[..],
@@ -238,11 +214,7 @@ fn with_tarsync_installed_timestamp_x_goes_only_with_a_webrsync_leftover() {
     p.rsync_repo("gentoo", 0);
     p.write("repos/gentoo/metadata/timestamp.x", "1 x\n");
     p.script("bin/tarsync", "#!/bin/sh\n");
-    let path = format!(
-        "{}:{}",
-        p.path("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{}:{}", p.path("bin").display(), std::env::var("PATH").unwrap_or_default());
     // No webrsync left anything behind: the timestamp is the tree's own.
     let mut quiet = p.synclock(["--", "true"]);
     quiet.env("PATH", &path);
@@ -256,11 +228,7 @@ fn with_tarsync_installed_timestamp_x_goes_only_with_a_webrsync_leftover() {
     let out = run(cleaning);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(!p.exists("tmp/emerge-webrsync.Ab3dEf"), "{}", out.stderr);
-    assert!(
-        !p.exists("repos/gentoo/metadata/timestamp.x"),
-        "{}",
-        out.stderr
-    );
+    assert!(!p.exists("repos/gentoo/metadata/timestamp.x"), "{}", out.stderr);
 }
 
 #[test]
@@ -268,29 +236,18 @@ fn symlinked_quarantine_is_unlinked_and_its_target_untouched() {
     let p = Portage::new();
     p.rsync_repo("gentoo", 0);
     p.write("elsewhere/important", "keep");
-    symlink(
-        p.path("elsewhere"),
-        p.path(&format!("repos/gentoo/{QUARANTINE}")),
-    )
-    .unwrap();
+    symlink(p.path("elsewhere"), p.path(&format!("repos/gentoo/{QUARANTINE}"))).unwrap();
     let out = run(p.synclock(["--", "true"]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(!p.exists(&format!("repos/gentoo/{QUARANTINE}")));
-    assert_eq!(
-        fs::read_to_string(p.path("elsewhere/important")).unwrap(),
-        "keep"
-    );
+    assert_eq!(fs::read_to_string(p.path("elsewhere/important")).unwrap(), "keep");
 }
 
 /// A `-n` run exits 75, naming the sync `pid` that runs outside synclock.
 fn refused_for_the_outside_sync(p: &Portage, pid: nix::unistd::Pid) {
     let out = run(p.synclock(["-n", "--", "true"]));
     assert_eq!(out.code(), Some(75), "{}", out.stderr);
-    assert!(
-        out.stderr.contains(&format!("PID {pid} (")),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(&format!("PID {pid} (")), "{}", out.stderr);
 }
 
 #[test]
@@ -312,10 +269,7 @@ fn live_unwrapped_sync_blocks_cleaning_and_delays_the_command() {
         )),
         "{line}"
     );
-    assert!(
-        !ran.exists(),
-        "the command ran while an unwrapped sync was alive"
-    );
+    assert!(!ran.exists(), "the command ran while an unwrapped sync was alive");
     emerge.release();
     let out = wrapped.finish();
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
@@ -347,16 +301,11 @@ fn unwrapped_rsync_into_the_real_path_of_a_symlinked_repo_is_waited_for() {
     let p = Portage::exclusive();
     fs::create_dir_all(p.path("repos/real")).unwrap();
     symlink(p.path("repos/real"), p.path("repos/linked")).unwrap();
-    p.conf(
-        "linked.conf",
-        "[linked]\nlocation = @/repos/linked\nsync-type = rsync\n",
-    );
+    p.conf("linked.conf", "[linked]\nlocation = @/repos/linked\nsync-type = rsync\n");
     p.script("bin/rsync", STAND_IN);
     let mut rsync = Bg::spawn({
         let mut cmd = hermetic(p.path("bin/rsync"));
-        cmd.arg("-a")
-            .arg("rsync://mirror/x/")
-            .arg(p.path("repos/real"));
+        cmd.arg("-a").arg("rsync://mirror/x/").arg(p.path("repos/real"));
         cmd
     });
     rsync.expect_stdout("started");
@@ -415,10 +364,7 @@ fn an_unwrapped_sync_whose_waiting_part_died_is_waited_for() {
     // An unwrapped eix-sync whose wrapped part was killed while it waited:
     // it no longer queues for the lock, so it is an outside sync again.
     let p = Portage::exclusive();
-    p.script(
-        "bin/eix-sync",
-        "#!/bin/sh\n\"$@\"\necho wrapped part ended\nread _ || true\n",
-    );
+    p.script("bin/eix-sync", "#!/bin/sh\n\"$@\"\necho wrapped part ended\nread _ || true\n");
     let mut holder = Bg::spawn(p.synclock(["--", "sh", "-c", "echo locked; read _ || true"]));
     holder.expect_stdout("locked");
     let mut eix_sync = Bg::spawn({
@@ -477,18 +423,11 @@ fn a_shell_that_execs_a_sync_is_found() {
 fn malformed_repos_conf_cleans_nothing_but_runs_the_command() {
     let p = Portage::new();
     p.rsync_repo("gentoo", 3);
-    p.conf(
-        "broken.conf",
-        "[gentoo]\nlocation = /x\n[gentoo]\nsync-type = git\n",
-    );
+    p.conf("broken.conf", "[gentoo]\nlocation = /x\n[gentoo]\nsync-type = git\n");
     let out = run(p.synclock(["--", "sh", "-c", "echo ran"]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "ran");
-    assert!(
-        out.stderr.contains("cannot use repos.conf"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("cannot use repos.conf"), "{}", out.stderr);
     assert!(out.stderr.contains("broken.conf"), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(p.exists(&format!("repos/gentoo/{QUARANTINE}")));
@@ -506,18 +445,11 @@ fn interrupted_run_forces_a_full_compare() {
     let out = run(p.synclock(["--wait", "1m", "--", "true"]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(
-        out.stderr.contains(&format!(
-            "the previous run under this lock (PID {}",
-            holder.pid
-        )),
+        out.stderr.contains(&format!("the previous run under this lock (PID {}", holder.pid)),
         "{}",
         out.stderr
     );
-    assert!(
-        !p.exists("repos/gentoo/metadata/timestamp.chk"),
-        "{}",
-        out.stderr
-    );
+    assert!(!p.exists("repos/gentoo/metadata/timestamp.chk"), "{}", out.stderr);
     // A run that finished normally leaves no such trace.
     p.write("repos/gentoo/metadata/timestamp.chk", "x\n");
     let out = run(p.synclock(["--", "true"]));
@@ -533,8 +465,7 @@ fn clean_dry_run_removes_nothing_then_clean_removes() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let quarantine = p.path(&format!("repos/gentoo/{QUARANTINE}"));
     assert!(
-        out.stdout
-            .contains(&format!("would remove {}", quarantine.display())),
+        out.stdout.contains(&format!("would remove {}", quarantine.display())),
         "{}",
         out.stdout
     );
@@ -598,10 +529,7 @@ fn a_low_pid_sync_in_a_container_is_waited_for_after_a_host_run() {
     let host = run(p.synclock(["--repo", repo.to_str().unwrap(), "--", "true"]));
     assert_eq!(host.code(), Some(0), "{}", host.stderr);
 
-    p.script(
-        "bin/emerge-webrsync",
-        "#!/bin/sh\necho started > \"$1\"\nsleep 60 &\nwait\n",
-    );
+    p.script("bin/emerge-webrsync", "#!/bin/sh\necho started > \"$1\"\nsleep 60 &\nwait\n");
     let fifo = p.path("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     // PID 1 is this shell; its first child, PID 2, the stand-in sync.
@@ -661,8 +589,7 @@ fn a_signal_while_cleaning_ends_the_run_before_the_command() {
         let out = wrapped.finish();
         assert_eq!(out.code(), Some(code), "{signal}: {}", out.stderr);
         assert!(
-            out.stderr
-                .contains(&format!("interrupted by {signal} before touch")),
+            out.stderr.contains(&format!("interrupted by {signal} before touch")),
             "{}",
             out.stderr
         );

@@ -11,18 +11,12 @@ fn script(env: &TestEnv, exit: u8) -> Vec<String> {
     vec![
         "sh".into(),
         "-c".into(),
-        format!(
-            "echo locked; read _ || true; echo ran >> '{}'; exit {exit}",
-            log.display()
-        ),
+        format!("echo locked; read _ || true; echo ran >> '{}'; exit {exit}", log.display()),
     ]
 }
 
 fn runs(env: &TestEnv) -> usize {
-    fs::read_to_string(env.path("runs"))
-        .unwrap_or_default()
-        .lines()
-        .count()
+    fs::read_to_string(env.path("runs")).unwrap_or_default().lines().count()
 }
 
 /// A holder running `command`, and two `--coalesce` waiters of the same
@@ -55,16 +49,8 @@ fn coalesced_waiters_do_not_run_after_a_success() {
     for mut waiter in waiters {
         let out = waiter.finish();
         assert_eq!(out.code(), Some(0), "{}", out.stderr);
-        assert!(
-            out.stderr.contains("while we waited; not run again"),
-            "{}",
-            out.stderr
-        );
-        assert!(
-            out.stderr.contains(&format!("(PID {}, ", holder.pid)),
-            "{}",
-            out.stderr
-        );
+        assert!(out.stderr.contains("while we waited; not run again"), "{}", out.stderr);
+        assert!(out.stderr.contains(&format!("(PID {}, ", holder.pid)), "{}", out.stderr);
     }
     assert_eq!(runs(&env), 1, "the command ran again");
 }
@@ -105,11 +91,7 @@ fn min_interval_skips_after_success_only_and_force_runs() {
     let skipped = run(env.synclock(["--min-interval", "1h", "--", "echo", "hello"]));
     assert_eq!(skipped.code(), Some(0));
     assert!(!ran(&skipped), "ran within the interval");
-    assert!(
-        skipped.stderr.contains("next run allowed after"),
-        "{}",
-        skipped.stderr
-    );
+    assert!(skipped.stderr.contains("next run allowed after"), "{}", skipped.stderr);
     assert_eq!(skipped.stderr.lines().count(), 1, "{}", skipped.stderr);
     // The environment variable does the same (as the shims and units use it).
     let mut cmd = env.synclock(["--", "echo", "hello"]);
@@ -118,14 +100,7 @@ fn min_interval_skips_after_success_only_and_force_runs() {
     let forced = run(env.synclock(["--min-interval", "1h", "--force", "--", "echo", "hello"]));
     assert!(ran(&forced), "--force must run: {}", forced.stderr);
     // After a failure of the same command line, it runs again.
-    let failing = [
-        "--min-interval",
-        "1h",
-        "--",
-        "sh",
-        "-c",
-        "echo hello; exit 4",
-    ];
+    let failing = ["--min-interval", "1h", "--", "sh", "-c", "echo hello; exit 4"];
     assert_eq!(run(env.synclock(failing)).code(), Some(4));
     let again = run(env.synclock(failing));
     assert!(
@@ -148,16 +123,9 @@ fn bad_history_files_are_reported_and_never_fatal() {
         let out = run(env.synclock(["--coalesce", "--min-interval", "1h", "--", "echo", what]));
         assert_eq!(out.code(), Some(0), "{what}: {}", out.stderr);
         assert_eq!(out.stdout, what, "{what}: the command must run");
-        assert!(
-            out.stderr.contains("ignoring corrupt history"),
-            "{what}: {}",
-            out.stderr
-        );
+        assert!(out.stderr.contains("ignoring corrupt history"), "{what}: {}", out.stderr);
         let rewritten = fs::read_to_string(&history).unwrap();
-        assert!(
-            rewritten.starts_with("synclock-history 2\n"),
-            "{what}: history not rewritten"
-        );
+        assert!(rewritten.starts_with("synclock-history 2\n"), "{what}: history not rewritten");
         fs::remove_file(&history).unwrap();
     }
     // A symlink is not followed, and its target is untouched.
@@ -177,10 +145,7 @@ fn bad_history_files_are_reported_and_never_fatal() {
 #[test]
 fn status_shows_the_last_runs() {
     let env = TestEnv::new();
-    assert_eq!(
-        run(env.synclock(["--", "sh", "-c", "exit 3"])).code(),
-        Some(3)
-    );
+    assert_eq!(run(env.synclock(["--", "sh", "-c", "exit 3"])).code(), Some(3));
     assert_eq!(run(env.synclock(["--", "true"])).code(), Some(0));
     let (code, json) = status_json(&env);
     assert_eq!(code, Some(0));
@@ -188,10 +153,7 @@ fn status_shows_the_last_runs() {
     assert_eq!(history.len(), 2);
     assert_eq!(history[0]["command"], serde_json::json!(["true"]));
     assert_eq!(history[0]["exit_code"], 0);
-    assert_eq!(
-        history[1]["command"],
-        serde_json::json!(["sh", "-c", "exit 3"])
-    );
+    assert_eq!(history[1]["command"], serde_json::json!(["sh", "-c", "exit 3"]));
     assert_eq!(history[1]["exit_code"], 3);
     for run in history {
         for field in ["start", "end"] {
@@ -200,9 +162,5 @@ fn status_shows_the_last_runs() {
         assert!(run["pid"].as_i64().is_some());
     }
     let text = run(env.synclock(["status"]));
-    assert!(
-        text.stdout.contains("last run: sh -c 'exit 3': exit 3"),
-        "{}",
-        text.stdout
-    );
+    assert!(text.stdout.contains("last run: sh -c 'exit 3': exit 3"), "{}", text.stdout);
 }

@@ -46,11 +46,7 @@ fn unexecutable_command_is_126() {
 #[test]
 fn usage_errors_are_2_and_one_line() {
     let env = TestEnv::new();
-    for args in [
-        &["--wait", "soon", "--", "true"][..],
-        &[][..],
-        &["--no-such-option"][..],
-    ] {
+    for args in [&["--wait", "soon", "--", "true"][..], &[][..], &["--no-such-option"][..]] {
         let (code, stderr) = code_of(&env, args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
@@ -75,14 +71,9 @@ fn help_and_version_exit_0() {
         cmd
     });
     assert_eq!(out.code(), Some(0));
-    for option in [
-        "--lockfile",
-        "--wait",
-        "--nonblock",
-        "--conflict-exit-code",
-        "--quiet",
-        "--verbose",
-    ] {
+    for option in
+        ["--lockfile", "--wait", "--nonblock", "--conflict-exit-code", "--quiet", "--verbose"]
+    {
         assert!(out.stdout.contains(option), "help lacks {option}");
     }
 }

@@ -32,9 +32,7 @@ fn every_option_is_documented_and_completed() {
             .collect()
     };
     let man = text_of(".1");
-    let subs = command
-        .get_subcommands()
-        .map(|s| (s.get_name().to_string(), s.clone()));
+    let subs = command.get_subcommands().map(|s| (s.get_name().to_string(), s.clone()));
     let all = std::iter::once((String::new(), command.clone())).chain(subs);
     for (sub, cmd) in all {
         for arg in cmd.get_arguments() {

@@ -51,20 +51,12 @@ fn status_names_synclock_pid_and_wrapped_command() {
     humantime::parse_rfc3339(since).expect("since is RFC 3339");
     assert_eq!(json["waiters"], Value::Array(vec![]));
     let text = run(env.synclock(["status"]));
-    assert!(
-        text.stdout
-            .contains(&format!("holder: PID {} (sh -c", holder.pid)),
-        "{}",
-        text.stdout
-    );
+    assert!(text.stdout.contains(&format!("holder: PID {} (sh -c", holder.pid)), "{}", text.stdout);
     holder.release();
     holder.finish();
     let (code, _) = status_json(&env);
     assert_eq!(code, Some(0));
-    assert!(
-        !holder_record(&env).exists(),
-        "record not removed on release"
-    );
+    assert!(!holder_record(&env).exists(), "record not removed on release");
 }
 
 fn holder_record(env: &TestEnv) -> std::path::PathBuf {
@@ -85,21 +77,15 @@ fn status_sees_a_plain_flock_holder() {
     assert_eq!(command_of(&json)[0], "flock");
     let out = run(env.synclock(["-n", "--", "true"]));
     assert_eq!(out.code(), Some(75));
-    assert!(
-        out.stderr
-            .contains(&format!("held by PID {} (flock ", flock.pid)),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(&format!("held by PID {} (flock ", flock.pid)), "{}", out.stderr);
 }
 
 #[test]
 fn status_lists_waiters() {
     let env = TestEnv::new();
     let _holder = env.holder();
-    let mut waiters: Vec<Bg> = (0..2)
-        .map(|_| Bg::spawn(env.synclock(["--wait", "1m", "--", "true"])))
-        .collect();
+    let mut waiters: Vec<Bg> =
+        (0..2).map(|_| Bg::spawn(env.synclock(["--wait", "1m", "--", "true"]))).collect();
     let mut expected: Vec<i64> = waiters.iter().map(|w| w.pid.as_raw() as i64).collect();
     expected.sort_unstable();
     for w in &mut waiters {
@@ -107,11 +93,8 @@ fn status_lists_waiters() {
     }
     let json = eventually("both waiters blocked in flock", || {
         let (_, json) = status_json(&env);
-        let mut pids: Vec<i64> = json["waiters"]
-            .as_array()?
-            .iter()
-            .filter_map(|w| w["pid"].as_i64())
-            .collect();
+        let mut pids: Vec<i64> =
+            json["waiters"].as_array()?.iter().filter_map(|w| w["pid"].as_i64()).collect();
         pids.sort_unstable();
         (pids == expected).then_some(json)
     });
@@ -183,14 +166,8 @@ fn status_works_for_nobody() {
     assert_eq!(command_of(&json), HOLDER_SCRIPT);
     // And nobody really cannot open (and so hold hostage) the lockfile.
     let mut cmd = hermetic("setpriv");
-    cmd.args([
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "sh",
-        "-c",
-    ])
-    .arg(format!(": < '{}'", env.lockfile().display()));
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "sh", "-c"])
+        .arg(format!(": < '{}'", env.lockfile().display()));
     assert_ne!(run(cmd).code(), Some(0));
 }
 
@@ -208,26 +185,16 @@ fn holder_in_a_container_seen_from_the_host() {
     }
     let env = TestEnv::new();
     let lock = env.lockfile();
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        BIN.as_ref(),
-        "--lockfile".as_ref(),
-        lock.as_os_str(),
-        "--".as_ref(),
-    ];
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec![BIN.as_ref(), "--lockfile".as_ref(), lock.as_os_str(), "--".as_ref()];
     args.extend(HOLDER_SCRIPT.iter().map(|w| std::ffi::OsStr::new(*w)));
     let mut holder = Bg::spawn(in_new_pid_namespace(&args));
     holder.expect_stdout("locked");
     let inner_synclock = children_of(holder.pid.as_raw())[0];
     let (code, json) = status_json(&env);
     assert_eq!(code, Some(1));
-    assert_eq!(
-        json["holder"]["pid"], inner_synclock,
-        "the kernel gives the host PID"
-    );
-    assert_eq!(
-        json["holder"]["namespace_pid"], 1,
-        "the record adds the container's PID"
-    );
+    assert_eq!(json["holder"]["pid"], inner_synclock, "the kernel gives the host PID");
+    assert_eq!(json["holder"]["namespace_pid"], 1, "the record adds the container's PID");
     assert_eq!(command_of(&json), HOLDER_SCRIPT);
 }
 
@@ -248,11 +215,7 @@ fn holder_on_the_host_seen_from_a_container() {
         "--json".as_ref(),
     ];
     let out = run(in_new_pid_namespace(&args));
-    assert_eq!(
-        out.code(),
-        Some(1),
-        "hidden from /proc/locks but still held: {out:?}"
-    );
+    assert_eq!(out.code(), Some(1), "hidden from /proc/locks but still held: {out:?}");
     let json: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json["held"], Value::Bool(true));
     assert_eq!(json["holder"]["source"], "record");
@@ -268,10 +231,8 @@ fn give_up_line_names_the_holder() {
     let out = run(env.synclock(["--wait", "300ms", "--", "true"]));
     assert_eq!(out.code(), Some(75));
     let lines: Vec<&str> = out.stderr.lines().collect();
-    let expected = format!(
-        "is held by PID {} (sh -c 'echo locked; read _ || true') for ",
-        holder.pid
-    );
+    let expected =
+        format!("is held by PID {} (sh -c 'echo locked; read _ || true') for ", holder.pid);
     assert!(
         lines[0].contains(&expected) && lines[0].ends_with("; waiting up to 300ms"),
         "{lines:?}"
@@ -281,15 +242,9 @@ fn give_up_line_names_the_holder() {
         env.lockfile().display(),
         holder.pid
     );
-    assert!(
-        lines[1].starts_with(&format!("synclock: {expected}")),
-        "{lines:?}"
-    );
+    assert!(lines[1].starts_with(&format!("synclock: {expected}")), "{lines:?}");
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(
-        !out.stderr.contains('\r'),
-        "no redrawing when stderr is not a terminal"
-    );
+    assert!(!out.stderr.contains('\r'), "no redrawing when stderr is not a terminal");
 }
 
 #[test]
@@ -297,38 +252,16 @@ fn waiting_line_is_redrawn_on_a_terminal() {
     let env = TestEnv::new();
     let _holder = env.holder();
     // script(1) gives synclock a pty as stdin, stdout and stderr.
-    let inner = format!(
-        "'{}' --lockfile '{}' --wait 2500ms -- true",
-        BIN,
-        env.lockfile().display()
-    );
+    let inner =
+        format!("'{}' --lockfile '{}' --wait 2500ms -- true", BIN, env.lockfile().display());
     let mut cmd = hermetic("script");
     cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]);
     let start = Instant::now();
     let out = run(cmd);
     assert!(start.elapsed() >= Duration::from_millis(2500));
     assert_eq!(out.code(), Some(75), "{out:?}");
-    assert!(
-        out.stdout
-            .contains("\rsynclock: waited 1s of 2s 500ms\x1b[K"),
-        "{:?}",
-        out.stdout
-    );
-    assert!(
-        out.stdout
-            .contains("\rsynclock: waited 2s of 2s 500ms\x1b[K"),
-        "{:?}",
-        out.stdout
-    );
-    assert!(
-        !out.stdout.contains("waited 3s"),
-        "redrawn more than once a second: {:?}",
-        out.stdout
-    );
-    assert!(
-        out.stdout
-            .contains("\r\x1b[Ksynclock: gave up after 2s 500ms"),
-        "{:?}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("\rsynclock: waited 1s of 2s 500ms\x1b[K"), "{:?}", out.stdout);
+    assert!(out.stdout.contains("\rsynclock: waited 2s of 2s 500ms\x1b[K"), "{:?}", out.stdout);
+    assert!(!out.stdout.contains("waited 3s"), "redrawn more than once a second: {:?}", out.stdout);
+    assert!(out.stdout.contains("\r\x1b[Ksynclock: gave up after 2s 500ms"), "{:?}", out.stdout);
 }

@@ -9,23 +9,12 @@ use crate::support::*;
 fn refused(env: &TestEnv, lock: &Path, needle: &str) {
     let ran = env.path("ran");
     let mut cmd = hermetic(BIN);
-    cmd.arg("--lockfile")
-        .arg(lock)
-        .args(["-n", "--", "touch"])
-        .arg(&ran);
+    cmd.arg("--lockfile").arg(lock).args(["-n", "--", "touch"]).arg(&ran);
     let out = run(cmd);
     assert_eq!(out.code(), Some(125), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains(&lock.display().to_string()),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(needle),
-        "want {needle:?}: {}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(&lock.display().to_string()), "{}", out.stderr);
+    assert!(out.stderr.contains(needle), "want {needle:?}: {}", out.stderr);
     assert!(!ran.exists(), "command ran despite an unsafe lockfile");
 }
 
@@ -60,11 +49,8 @@ fn directory_fifo_and_device_are_refused() {
     std::fs::create_dir(env.lockfile()).unwrap();
     refused(&env, &env.lockfile(), "is a directory");
     let fifo = env.path("fifo");
-    nix::unistd::mkfifo(
-        &fifo,
-        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-    )
-    .unwrap();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)
+        .unwrap();
     refused(&env, &fifo, "fifo");
     refused(&env, Path::new("/dev/null"), "device");
 }
@@ -111,16 +97,10 @@ fn unsafe_or_missing_directory_is_refused() {
     // The same directory with the sticky bit (like /tmp) is acceptable.
     std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let mut cmd = hermetic(BIN);
-    cmd.arg("--lockfile")
-        .arg(open_dir.join("sync.lock"))
-        .args(["--", "true"]);
+    cmd.arg("--lockfile").arg(open_dir.join("sync.lock")).args(["--", "true"]);
     assert_eq!(run(cmd).code(), Some(0));
     let missing = env.path("missing");
-    refused(
-        &env,
-        &missing.join("sync.lock"),
-        "does not create directories",
-    );
+    refused(&env, &missing.join("sync.lock"), "does not create directories");
     assert!(!missing.exists());
 }
 

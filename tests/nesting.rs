@@ -41,8 +41,5 @@ fn forged_or_stale_synclock_fd_does_not_skip_the_lock() {
     ]);
     let out = run(cmd);
     assert_eq!(out.code(), Some(75), "{}", out.stderr);
-    assert!(
-        !std::path::Path::new(ran).exists(),
-        "a forged SYNCLOCK_FD skipped the lock"
-    );
+    assert!(!std::path::Path::new(ran).exists(), "a forged SYNCLOCK_FD skipped the lock");
 }

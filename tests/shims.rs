@@ -8,13 +8,8 @@ use std::process::Command;
 use crate::support::*;
 
 const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/shims/synclock-shim");
-const NAMES: [&str; 5] = [
-    "emerge",
-    "emaint",
-    "emerge-webrsync",
-    "emerge-delta-webrsync",
-    "eix-sync",
-];
+const NAMES: [&str; 5] =
+    ["emerge", "emaint", "emerge-webrsync", "emerge-delta-webrsync", "eix-sync"];
 
 /// A shim directory first in PATH, then fake "real" programs that log their
 /// arguments, PID, parent and whether they run under the lock.
@@ -39,11 +34,8 @@ impl Shims {
                 "#!/bin/sh\n\"$SYNCLOCK\" status >/dev/null; locked=$?\n\
                  echo \"{name} $* pid=$$ ppid=$PPID fd=${{SYNCLOCK_FD:-none}} locked=$locked\" >> \"$LOG\"\n"
             );
-            let body = if name == "eix-sync" {
-                format!("{body}exec emerge --sync\n")
-            } else {
-                body
-            };
+            let body =
+                if name == "eix-sync" { format!("{body}exec emerge --sync\n") } else { body };
             write_exe(&real.join(name), &body);
         }
         Shims { env }
@@ -99,34 +91,22 @@ fn sync_invocations_go_through_the_lock() {
     ] {
         let (out, log) = shims.run(name, args, &shims.default_path());
         assert_eq!(out.code(), Some(0), "{name} {args:?}: {}", out.stderr);
-        let line = log
-            .lines()
-            .next()
-            .unwrap_or_else(|| panic!("{name} did not run: {}", out.stderr));
+        let line =
+            log.lines().next().unwrap_or_else(|| panic!("{name} did not run: {}", out.stderr));
         assert!(
             line.starts_with(&format!("{name} {}", args.join(" ")).trim_end().to_string()),
             "{line}"
         );
-        assert_ne!(
-            field(line, "fd"),
-            "none",
-            "{name} {args:?} ran without SYNCLOCK_FD"
-        );
-        assert_eq!(
-            field(line, "locked"),
-            "1",
-            "{name} {args:?} ran without the lock held"
-        );
+        assert_ne!(field(line, "fd"), "none", "{name} {args:?} ran without SYNCLOCK_FD");
+        assert_eq!(field(line, "locked"), "1", "{name} {args:?} ran without the lock held");
     }
 }
 
 #[test]
 fn other_invocations_run_untouched_in_the_same_process() {
     let shims = Shims::new();
-    for (name, args) in [
-        ("emerge", &["-uDN", "@world"][..]),
-        ("emaint", &["binhost", "--fix"][..]),
-    ] {
+    for (name, args) in [("emerge", &["-uDN", "@world"][..]), ("emaint", &["binhost", "--fix"][..])]
+    {
         let mut cmd = hermetic(shims.env.path("shims").join(name));
         cmd.args(args)
             .env("PATH", shims.path_var(&shims.default_path()))
@@ -142,11 +122,7 @@ fn other_invocations_run_untouched_in_the_same_process() {
         let line = log.lines().next().unwrap();
         assert_eq!(field(line, "fd"), "none", "{line}");
         assert_eq!(field(line, "locked"), "0", "{line}");
-        assert_eq!(
-            field(line, "pid"),
-            pid.to_string(),
-            "the shim must exec, not fork: {line}"
-        );
+        assert_eq!(field(line, "pid"), pid.to_string(), "the shim must exec, not fork: {line}");
     }
 }
 
@@ -157,10 +133,7 @@ fn eix_sync_nests_without_deadlock() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 2, "{log}");
-    assert!(
-        lines[0].starts_with("eix-sync") && lines[1].starts_with("emerge --sync"),
-        "{log}"
-    );
+    assert!(lines[0].starts_with("eix-sync") && lines[1].starts_with("emerge --sync"), "{log}");
     assert_eq!(field(lines[1], "locked"), "1");
     assert_eq!(
         field(lines[0], "fd"),
@@ -176,23 +149,14 @@ fn the_shim_never_execs_itself() {
     let copy = shims.env.path("more-shims");
     fs::create_dir_all(&copy).unwrap();
     symlink(shims.env.path("shims/synclock-shim"), copy.join("emerge")).unwrap();
-    let path = vec![
-        shims.env.path("shims"),
-        shims.env.path("shims"),
-        copy,
-        shims.env.path("real"),
-    ];
+    let path = vec![shims.env.path("shims"), shims.env.path("shims"), copy, shims.env.path("real")];
     let (out, log) = shims.run("emerge", &["--sync"], &path);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(log.starts_with("emerge --sync"), "{log}");
     // No real program at all: an error, not a loop.
     let (out, _) = shims.run("emerge", &["--sync"], &[shims.env.path("shims")]);
     assert_eq!(out.code(), Some(127));
-    assert!(
-        out.stderr.contains("no real emerge in PATH"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("no real emerge in PATH"), "{}", out.stderr);
 }
 
 #[test]
@@ -207,11 +171,9 @@ fn systemd_units_verify() {
     let emaint = env.path("emaint");
     write_exe(&emaint, "#!/bin/sh\n");
     for unit in ["synclock-sync.service", "synclock-sync.timer"] {
-        let text = fs::read_to_string(format!(
-            "{}/contrib/systemd/{unit}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
+        let text =
+            fs::read_to_string(format!("{}/contrib/systemd/{unit}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap();
         let text = text
             .replace("/usr/bin/synclock", BIN)
             .replace("/usr/bin/emaint", emaint.to_str().unwrap());
@@ -224,39 +186,22 @@ fn systemd_units_verify() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed: {stderr}"
-    );
+    assert!(out.status.success(), "systemd-analyze verify failed: {stderr}");
     // verify only warns about unknown keys: any line about our units fails.
     let ours = env.dir.path().display().to_string();
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains(&ours)).collect();
-    assert!(
-        warnings.is_empty(),
-        "systemd-analyze verify warns: {warnings:#?}"
-    );
+    assert!(warnings.is_empty(), "systemd-analyze verify warns: {warnings:#?}");
 }
 
 #[test]
 fn ebuild_and_scripts_parse() {
     let root = env!("CARGO_MANIFEST_DIR");
     for (shell, file) in [
-        (
-            "bash",
-            "contrib/gentoo/app-admin/synclock/synclock-9999.ebuild",
-        ),
+        ("bash", "contrib/gentoo/app-admin/synclock/synclock-9999.ebuild"),
         ("sh", "contrib/shims/synclock-shim"),
         ("sh", "contrib/cron/synclock-sync"),
     ] {
-        let out = Command::new(shell)
-            .arg("-n")
-            .arg(format!("{root}/{file}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(shell).arg("-n").arg(format!("{root}/{file}")).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

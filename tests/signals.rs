@@ -14,11 +14,7 @@ fn sigterm_while_waiting_ends_with_143_and_never_runs() {
     waiter.signal(Signal::SIGTERM);
     let out = waiter.finish();
     assert_eq!(out.code(), Some(143), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("interrupted by SIGTERM"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("interrupted by SIGTERM"), "{}", out.stderr);
     assert!(!ran.exists(), "command ran after SIGTERM");
 }
 
@@ -98,11 +94,7 @@ fn the_command_gets_a_clean_signal_state_after_a_wait() {
     let bit = |signal: Signal| 1u64 << (signal as i32 - 1);
     assert_eq!(field("SigBlk:"), 0, "{}", out.stdout);
     let ignored = field("SigIgn:");
-    assert_eq!(
-        ignored & bit(Signal::SIGHUP),
-        bit(Signal::SIGHUP),
-        "{ignored:x}"
-    );
+    assert_eq!(ignored & bit(Signal::SIGHUP), bit(Signal::SIGHUP), "{ignored:x}");
     assert_eq!(ignored & bit(Signal::SIGPIPE), 0, "{ignored:x}");
 }
 
@@ -157,11 +149,7 @@ fn sigkill_of_synclock_keeps_the_lock_until_the_command_exits() {
     assert_eq!(status.code(), None, "synclock should have died by SIGKILL");
     // The orphaned `sh` still has the locked descriptor.
     let busy = run(env.synclock(["-n", "--", "true"]));
-    assert_eq!(
-        busy.code(),
-        Some(75),
-        "lock was released with the command still running"
-    );
+    assert_eq!(busy.code(), Some(75), "lock was released with the command still running");
     // Closing the pipe lets the orphan's `read` return; the lock follows.
     holder.release();
     let after = run(env.synclock(["--wait", "1m", "--", "true"]));

@@ -15,10 +15,8 @@ fn closed_standard_descriptors_are_reopened_on_dev_null() {
     let out = env.path("fds");
     // The shell's own descriptors ($$), passed on through a pipe so that no
     // redirection touches them.
-    let script = format!(
-        "readlink /proc/$$/fd/0 /proc/$$/fd/1 /proc/$$/fd/2 | tee '{}'",
-        out.display()
-    );
+    let script =
+        format!("readlink /proc/$$/fd/0 /proc/$$/fd/1 /proc/$$/fd/2 | tee '{}'", out.display());
     let mut cmd = env.synclock(["-v", "--", "sh", "-c", &script]);
     // SAFETY: close(2) is async-signal-safe; it runs after the stdio set-up.
     unsafe {
@@ -36,11 +34,7 @@ fn closed_standard_descriptors_are_reopened_on_dev_null() {
     // synclock never writes the lockfile: a message that went to a
     // descriptor it took for stderr would show here.
     let lockfile = std::fs::read(env.lockfile()).expect("lockfile");
-    assert!(
-        lockfile.is_empty(),
-        "{:?}",
-        String::from_utf8_lossy(&lockfile)
-    );
+    assert!(lockfile.is_empty(), "{:?}", String::from_utf8_lossy(&lockfile));
 }
 
 #[test]

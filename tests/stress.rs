@@ -50,8 +50,7 @@ fn no_overlap_under_random_sigkills() {
                     cmd.arg("--lockfile")
                         .arg(&lock)
                         .args(["-q", "--wait", "30s", "--", "sh", "-c", &section]);
-                    cmd.stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null());
+                    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
                     let mut child = cmd.spawn().expect("spawn synclock");
                     started.fetch_add(1, Ordering::Relaxed);
                     let pid = child.id() as i32;
@@ -63,11 +62,8 @@ fn no_overlap_under_random_sigkills() {
         })
         .collect();
 
-    let mut seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let mut seed =
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     // Kills by kind: a waiting wrapper, a wrapper whose command runs (the
     // command keeps the lock), the command itself (the wrapper releases).
     let mut kills = [0usize; 3];
@@ -95,10 +91,8 @@ fn no_overlap_under_random_sigkills() {
 
     let errors = std::fs::read_to_string(env.path("errors")).unwrap_or_default();
     assert_eq!(errors, "", "sections overlapped");
-    let sections = std::fs::read_to_string(env.path("sections"))
-        .unwrap_or_default()
-        .lines()
-        .count();
+    let sections =
+        std::fs::read_to_string(env.path("sections")).unwrap_or_default().lines().count();
     eprintln!(
         "stress: {} synclock runs, {sections} sections completed; SIGKILLed {} waiters, {} holding wrappers, {} commands; 0 overlaps",
         started.load(Ordering::Relaxed),
@@ -112,13 +106,6 @@ fn no_overlap_under_random_sigkills() {
     );
     // Orphaned commands of killed wrappers still hold the lock until they
     // end (bounded: a section is short); then it must be free.
-    assert_eq!(
-        run(env.synclock(["--wait", "20s", "--", "true"])).code(),
-        Some(0)
-    );
-    assert_eq!(
-        run(env.synclock(["-n", "--", "true"])).code(),
-        Some(0),
-        "lock not free afterwards"
-    );
+    assert_eq!(run(env.synclock(["--wait", "20s", "--", "true"])).code(), Some(0));
+    assert_eq!(run(env.synclock(["-n", "--", "true"])).code(), Some(0), "lock not free afterwards");
 }

@@ -52,32 +52,12 @@ pub struct Summary {
     pub failures: usize,
 }
 
-/// The repositories to clean (read before the lock is taken, so that
-/// reading the configuration stays off the hand-off path) and PORTAGE_TMPDIR.
+/// The repositories to clean, each with L (its location resolved, when it
+/// can be cleaned), and PORTAGE_TMPDIR.
 #[derive(Debug, Default)]
 pub struct Plan {
-    repos: Vec<Planned>,
-    /// PORTAGE_TMPDIR.
+    repos: Vec<(Repo, Option<PathBuf>)>,
     tmpdir: PathBuf,
-}
-
-/// One repository, its location as written (U) and, once asked for, L.
-#[derive(Debug)]
-struct Planned {
-    repo: Repo,
-    /// L, resolved when first needed: most runs find nothing left behind
-    /// and never need it, and resolving costs an open, a readlink and an
-    /// fstatfs. `None` when the repository cannot be cleaned.
-    resolved: OnceCell<Option<PathBuf>>,
-}
-
-impl Planned {
-    /// L, if the repository can be cleaned.
-    fn location(&self) -> Option<&Path> {
-        self.resolved
-            .get_or_init(|| location(&self.repo))
-            .as_deref()
-    }
 }
 
 impl Plan {
@@ -85,9 +65,9 @@ impl Plan {
     pub fn new(repos: Vec<Repo>, tmpdir: PathBuf) -> Self {
         let repos = repos
             .into_iter()
-            .map(|repo| Planned {
-                repo,
-                resolved: OnceCell::new(),
+            .map(|repo| {
+                let located = location(&repo);
+                (repo, located)
             })
             .collect();
         Plan { repos, tmpdir }
@@ -95,9 +75,7 @@ impl Plan {
 
     /// The repositories that can be cleaned, each with L.
     fn located(&self) -> impl Iterator<Item = (&Repo, &Path)> {
-        self.repos
-            .iter()
-            .filter_map(|planned| Some((&planned.repo, planned.location()?)))
+        self.repos.iter().filter_map(|(repo, location)| Some((repo, location.as_deref()?)))
     }
 
     /// Every repository location, as written and as resolved: where rsync
@@ -113,40 +91,17 @@ impl Plan {
 /// (`proc` tells who uses a repository). With `interrupted`, the previous
 /// wrapped run did not finish.
 pub fn run(plan: &Plan, proc: &Proc, interrupted: bool, dry_run: bool) -> Summary {
-    let mut cleaner = Cleaner {
-        dry_run,
-        proc,
-        summary: Summary::default(),
-        portage_uid: OnceCell::new(),
-    };
-    for planned in &plan.repos {
-        if nothing_left_behind(&planned.repo) {
-            continue;
-        }
-        if let Some(location) = planned.location() {
-            cleaner.repo(&planned.repo, location);
-        }
+    let mut cleaner =
+        Cleaner { dry_run, proc, summary: Summary::default(), portage_uid: OnceCell::new() };
+    for (repo, location) in plan.located() {
+        cleaner.repo(repo, location);
     }
-    let gentoo = || {
-        let planned = plan.repos.iter().find(|p| p.repo.name == "gentoo")?;
-        planned.location()
-    };
-    cleaner.webrsync(&plan.tmpdir, gentoo);
+    let gentoo = plan.located().find(|(repo, _)| repo.name == "gentoo");
+    cleaner.webrsync(&plan.tmpdir, gentoo.map(|(_, location)| location));
     if interrupted {
         cleaner.interrupted(plan.located());
     }
     cleaner.summary
-}
-
-/// Whether `repo` is one where only a quarantine can be left behind (all
-/// but sync-rcu, zipfile and git) and there is none: the common case,
-/// answered with one lstat through the location as written, which reaches
-/// the same directory as L (symlinks on the way are followed alike).
-fn nothing_left_behind(repo: &Repo) -> bool {
-    let only_quarantine = !repo.sync_rcu && !repo.is("zipfile") && !repo.is("git");
-    only_quarantine
-        && repo.location.is_absolute()
-        && fs::symlink_metadata(repo.location.join(QUARANTINE)).is_err()
 }
 
 /// L = realpath(U), if it is an absolute, existing, local directory other
@@ -169,14 +124,10 @@ fn location(repo: &Repo) -> Option<PathBuf> {
     let Ok(dir) = open_dir(written) else {
         return skip("it is not an existing directory");
     };
-    let resolved = fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&dir)
-    ));
-    let Some(location) = resolved
-        .ok()
-        .filter(|p| p.is_absolute())
-        .or_else(|| fs::canonicalize(written).ok())
+    let resolved =
+        fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)));
+    let Some(location) =
+        resolved.ok().filter(|p| p.is_absolute()).or_else(|| fs::canonicalize(written).ok())
     else {
         return skip("its real path cannot be found");
     };
@@ -208,12 +159,7 @@ impl Cleaner<'_> {
             let trusted = self.owned_by(stat.st_uid, repo_owner);
             match kind(&stat) {
                 libc::S_IFLNK => {
-                    self.remove(
-                        dir.as_fd(),
-                        QUARANTINE,
-                        &quarantine,
-                        "stale quarantine symlink",
-                    );
+                    self.remove(dir.as_fd(), QUARANTINE, &quarantine, "stale quarantine symlink");
                 }
                 libc::S_IFDIR if trusted => {
                     let what = format!("stale {QUARANTINE} in {}", location.display());
@@ -243,29 +189,16 @@ impl Cleaner<'_> {
 
     /// Rows 2–4: sync-rcu's staging tree and temporary symlinks.
     fn rcu(&mut self, repo: &Repo) {
-        let written = repo
-            .location
-            .to_string_lossy()
-            .trim_end_matches('/')
-            .to_string();
+        let written = repo.location.to_string_lossy().trim_end_matches('/').to_string();
         let user_new = PathBuf::from(format!("{written}.new"));
         if let (Some(parent), Some(name)) = (user_new.parent(), user_new.file_name())
             && let Ok(dir) = open_dir(parent)
             && let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(name))
             && kind(&stat) == libc::S_IFLNK
         {
-            self.remove(
-                dir.as_fd(),
-                &name.to_string_lossy(),
-                &user_new,
-                "stale sync-rcu symlink",
-            );
+            self.remove(dir.as_fd(), &name.to_string_lossy(), &user_new, "stale sync-rcu symlink");
         }
-        let Some(store) = repo
-            .rcu_store_dir
-            .as_ref()
-            .and_then(|s| fs::canonicalize(s).ok())
-        else {
+        let Some(store) = repo.rcu_store_dir.as_ref().and_then(|s| fs::canonicalize(s).ok()) else {
             return;
         };
         if store == Path::new("/") {
@@ -324,7 +257,7 @@ impl Cleaner<'_> {
     }
 
     /// Row 6: webrsync temp dirs of dead runs.
-    fn webrsync<'p>(&mut self, tmpdir: &Path, gentoo: impl FnOnce() -> Option<&'p Path>) {
+    fn webrsync(&mut self, tmpdir: &Path, gentoo: Option<&Path>) {
         // Whether a dead webrsync was found, and whether it had unpacked a
         // snapshot (else, with tarsync, it updated the tree in place).
         let mut dead = false;
@@ -357,7 +290,7 @@ impl Cleaner<'_> {
         }
         if dead
             && (snapshot || tarsync_installed())
-            && let Some(gentoo) = gentoo()
+            && let Some(gentoo) = gentoo
             && let Ok(dir) = open_dir(gentoo)
         {
             self.metadata_file(
@@ -383,17 +316,11 @@ impl Cleaner<'_> {
                 git_path.display()
             ));
         }
-        let mut candidates: Vec<PathBuf> = [
-            "index",
-            "shallow",
-            "HEAD",
-            "ORIG_HEAD",
-            "config",
-            "packed-refs",
-        ]
-        .iter()
-        .map(|name| git_path.join(format!("{name}.lock")))
-        .collect();
+        let mut candidates: Vec<PathBuf> =
+            ["index", "shallow", "HEAD", "ORIG_HEAD", "config", "packed-refs"]
+                .iter()
+                .map(|name| git_path.join(format!("{name}.lock")))
+                .collect();
         collect_ref_locks(&git_path.join("refs"), &mut candidates, 0);
         let pack = git_path.join("objects/pack");
         if let Ok(pack_dir) = open_dir(&pack) {
@@ -412,8 +339,7 @@ impl Cleaner<'_> {
                 fs::symlink_metadata(path).is_ok_and(|m| {
                     m.is_file()
                         && m.modified().is_ok_and(|t| {
-                            now.duration_since(t)
-                                .is_ok_and(|age| age >= GIT_LOCK_MIN_AGE)
+                            now.duration_since(t).is_ok_and(|age| age >= GIT_LOCK_MIN_AGE)
                         })
                 })
             })
@@ -664,17 +590,7 @@ mod tests {
         assert!(mktemp_name(".tempab_3x9zq", ".temp", 8, zipfile_char));
         assert!(!mktemp_name(".tempAB_3x9zq", ".temp", 8, zipfile_char));
         assert!(!mktemp_name(".tempab_3x9z", ".temp", 8, zipfile_char));
-        assert!(mktemp_name(
-            "emerge-webrsync.Ab3dEf",
-            "emerge-webrsync.",
-            6,
-            mktemp_char
-        ));
-        assert!(!mktemp_name(
-            "emerge-webrsync.Ab3dE_",
-            "emerge-webrsync.",
-            6,
-            mktemp_char
-        ));
+        assert!(mktemp_name("emerge-webrsync.Ab3dEf", "emerge-webrsync.", 6, mktemp_char));
+        assert!(!mktemp_name("emerge-webrsync.Ab3dE_", "emerge-webrsync.", 6, mktemp_char));
     }
 }

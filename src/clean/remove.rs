@@ -44,11 +44,7 @@ pub struct Outcome {
 /// Opens a directory to work in, following symlinks only in `path` itself
 /// (a repository location may be reached through one, as Portage's realpath).
 pub fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+    nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
 }
 
 /// Opens the subdirectory `name` of `parent` without following a symlink.
@@ -76,24 +72,12 @@ pub fn kind(stat: &FileStat) -> libc::mode_t {
 pub fn remove(parent: BorrowedFd<'_>, name: &Path, shown: &Path, dry_run: bool) -> Outcome {
     let mut outcome = Outcome::default();
     let Ok(cname) = CString::new(name.as_os_str().as_encoded_bytes()) else {
-        outcome.failure = Some(Failure {
-            path: shown.to_path_buf(),
-            errno: Errno::EINVAL,
-        });
+        outcome.failure = Some(Failure { path: shown.to_path_buf(), errno: Errno::EINVAL });
         return outcome;
     };
     let device = fstat(parent).map(|s| s.st_dev).unwrap_or(0);
     let above = shown.parent().unwrap_or(Path::new(""));
-    remove_entry(
-        parent,
-        &cname,
-        None,
-        device,
-        above,
-        dry_run,
-        &mut outcome,
-        0,
-    );
+    remove_entry(parent, &cname, None, device, above, dry_run, &mut outcome, 0);
     outcome
 }
 
@@ -164,11 +148,7 @@ fn remove_entry(
         }
     }
     if !dry_run {
-        let flag = if is_dir {
-            UnlinkatFlags::RemoveDir
-        } else {
-            UnlinkatFlags::NoRemoveDir
-        };
+        let flag = if is_dir { UnlinkatFlags::RemoveDir } else { UnlinkatFlags::NoRemoveDir };
         match unlinkat(parent, name, flag) {
             Ok(()) => {}
             Err(Errno::ENOENT) => return,
@@ -186,10 +166,8 @@ fn in_parallel<T: Sync>(
     remove: impl Fn(&T, &mut Outcome) + Sync,
     outcome: &mut Outcome,
 ) {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4)
-        .min(children.len());
+    let workers =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(4).min(children.len());
     let next = AtomicUsize::new(0);
     let work = || {
         let mut mine = Outcome::default();
@@ -217,9 +195,8 @@ fn in_parallel<T: Sync>(
 
 /// The entries of `dir` (without `.` and `..`), read before any is removed.
 pub fn list(dir: BorrowedFd<'_>) -> Result<Vec<(CString, Option<Type>)>, Errno> {
-    let own = dir
-        .try_clone_to_owned()
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    let own =
+        dir.try_clone_to_owned().map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
     let mut reader = Dir::from_fd(own)?;
     let mut children = Vec::new();
     for entry in reader.iter() {
@@ -233,10 +210,7 @@ pub fn list(dir: BorrowedFd<'_>) -> Result<Vec<(CString, Option<Type>)>, Errno> 
 }
 
 fn fail(outcome: &mut Outcome, shown: &Path, errno: Errno) {
-    outcome.failure.get_or_insert(Failure {
-        path: shown.to_path_buf(),
-        errno,
-    });
+    outcome.failure.get_or_insert(Failure { path: shown.to_path_buf(), errno });
 }
 
 #[cfg(test)]
@@ -292,12 +266,7 @@ mod tests {
         fs::write(target.join("keep"), "x").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
         let top = open_dir(dir.path()).unwrap();
-        let removed = remove(
-            top.as_fd(),
-            Path::new("link"),
-            &dir.path().join("link"),
-            false,
-        );
+        let removed = remove(top.as_fd(), Path::new("link"), &dir.path().join("link"), false);
         assert_eq!(removed.entries, 1);
         assert!(target.join("keep").exists());
         assert!(fs::symlink_metadata(dir.path().join("link")).is_err());

@@ -44,9 +44,7 @@ pub fn spawn(
 ) -> Result<Child, Error> {
     let fd = lock.as_raw_fd();
     let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..])
-        .env(fd_var, fd.to_string())
-        .env(LOCKFILE_VAR, lockfile);
+    cmd.args(&command[1..]).env(fd_var, fd.to_string()).env(LOCKFILE_VAR, lockfile);
     // SAFETY: between fork and exec the closure calls only fcntl and
     // pthread_sigmask, which are async-signal-safe, and allocates nothing.
     unsafe {

@@ -83,11 +83,7 @@ pub struct Inspection {
 /// lockfile is a free lock.
 pub fn inspect(proc: &Proc, lockfile: &Path) -> Result<Inspection, Error> {
     let Some((id, owner)) = lock::look_up(lockfile)? else {
-        return Ok(Inspection {
-            held: false,
-            holder: None,
-            waiters: Vec::new(),
-        });
+        return Ok(Inspection { held: false, holder: None, waiters: Vec::new() });
     };
     let mut entries = proc.lock_entries(id).unwrap_or_default();
     // /proc/locks filters out a holder in another PID namespace: then a
@@ -98,11 +94,7 @@ pub fn inspect(proc: &Proc, lockfile: &Path) -> Result<Inspection, Error> {
         // a second look tells them apart.
         entries = proc.lock_entries(id).unwrap_or_default();
     }
-    let waiters = entries
-        .waiters
-        .iter()
-        .filter_map(|pid| proc.process(*pid))
-        .collect();
+    let waiters = entries.waiters.iter().filter_map(|pid| proc.process(*pid)).collect();
     let holder = held.then(|| {
         let record = record::read(lockfile, owner);
         match entries.holder {
@@ -110,11 +102,7 @@ pub fn inspect(proc: &Proc, lockfile: &Path) -> Result<Inspection, Error> {
             None => from_record(proc, record),
         }
     });
-    Ok(Inspection {
-        held,
-        holder,
-        waiters,
-    })
+    Ok(Inspection { held, holder, waiters })
 }
 
 /// Whether a non-blocking flock on the lockfile fails; `None` when we may
@@ -145,10 +133,7 @@ fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -
         }
     };
     let Some(process) = process else {
-        return Holder {
-            acquired_by,
-            ..from_record(proc, None)
-        };
+        return Holder { acquired_by, ..from_record(proc, None) };
     };
     let our_namespace = proc.pid_namespace();
     let fitting = record.filter(|r| fits(r, &process, acquired_by, our_namespace));
@@ -166,10 +151,7 @@ fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -
         host: Some(fitting.as_ref().map_or_else(local_host, |r| r.host.clone())),
         since: fitting.as_ref().map(|r| r.since).or(process.started),
         acquired_by,
-        namespace_pid: fitting
-            .as_ref()
-            .filter(|r| !same_namespace(r))
-            .map(|r| r.pid),
+        namespace_pid: fitting.as_ref().filter(|r| !same_namespace(r)).map(|r| r.pid),
         source: Source::Kernel,
     }
 }
@@ -184,31 +166,20 @@ fn fits(record: &Record, process: &Process, acquired_by: Option<i32>, ns: Option
         // Another PID namespace: its PIDs mean nothing here, but a record
         // written before the holder started cannot be the holder's.
         let slack = Duration::from_secs(1);
-        process
-            .started
-            .is_some_and(|started| started <= record.since + slack)
+        process.started.is_some_and(|started| started <= record.since + slack)
     }
 }
 
 /// The holder known only from its record (or not at all).
 fn from_record(proc: &Proc, record: Option<Record>) -> Holder {
-    let source = if record.is_some() {
-        Source::Record
-    } else {
-        Source::Unknown
-    };
+    let source = if record.is_some() { Source::Record } else { Source::Unknown };
     // A record from our own PID namespace names a PID we could see; one
     // from another namespace names a PID that means nothing here.
-    let ours = record
-        .as_ref()
-        .is_some_and(|r| r.pid_namespace == proc.pid_namespace());
+    let ours = record.as_ref().is_some_and(|r| r.pid_namespace == proc.pid_namespace());
     let pid = record.as_ref().map(|r| r.pid);
     Holder {
         pid: pid.filter(|_| ours),
-        command: record
-            .as_ref()
-            .map(|r| r.command.clone())
-            .unwrap_or_default(),
+        command: record.as_ref().map(|r| r.command.clone()).unwrap_or_default(),
         command_pid: None,
         host: record.as_ref().map(|r| r.host.clone()),
         since: record.as_ref().map(|r| r.since),
@@ -220,26 +191,19 @@ fn from_record(proc: &Proc, record: Option<Record>) -> Holder {
 
 /// What a holder process runs: for a synclock without a record, its child.
 fn running_command(proc: &Proc, process: &Process) -> Vec<String> {
-    let is_synclock = process.command.first().is_some_and(|argv0| {
-        Path::new(argv0)
-            .file_name()
-            .is_some_and(|n| n == "synclock")
-    });
+    let is_synclock = process
+        .command
+        .first()
+        .is_some_and(|argv0| Path::new(argv0).file_name().is_some_and(|n| n == "synclock"));
     let child = is_synclock
-        .then(|| {
-            proc.children(process.pid)
-                .first()
-                .and_then(|c| proc.process(*c))
-        })
+        .then(|| proc.children(process.pid).first().and_then(|c| proc.process(*c)))
         .flatten();
     child.map_or_else(|| process.command.clone(), |child| child.command)
 }
 
 /// This machine's host name.
 pub fn local_host() -> String {
-    nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The holder in words, e.g. `PID 4242 (emerge --sync) for 3m 12s`.
@@ -266,14 +230,8 @@ pub fn describe(holder: &Holder) -> String {
     if let Some(host) = holder.host.as_ref().filter(|h| **h != local_host()) {
         text.push_str(&format!(" on host {host}"));
     }
-    if let Some(age) = holder
-        .since
-        .and_then(|since| SystemTime::now().duration_since(since).ok())
-    {
-        text.push_str(&format!(
-            " for {}",
-            msg::duration(Duration::from_secs(age.as_secs()))
-        ));
+    if let Some(age) = holder.since.and_then(|since| SystemTime::now().duration_since(since).ok()) {
+        text.push_str(&format!(" for {}", msg::duration(Duration::from_secs(age.as_secs()))));
     }
     text
 }

@@ -68,10 +68,7 @@ fn encode(record: &Record) -> String {
     for word in &record.command {
         text.push_str(&format!("arg {}\n", files::escape(word)));
     }
-    let since = record
-        .since
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = record.since.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     text + &format!("since {}.{:03}\n", since.as_secs(), since.subsec_millis())
 }
 
@@ -120,12 +117,7 @@ mod tests {
             start_ticks: 98765,
             pid_namespace: Some(4026531836),
             host: "builder".into(),
-            command: vec![
-                "sh".into(),
-                "-c".into(),
-                "echo a\\b\nnext".into(),
-                String::new(),
-            ],
+            command: vec!["sh".into(), "-c".into(), "echo a\\b\nnext".into(), String::new()],
             since: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_033_600_123),
         }
     }
@@ -151,18 +143,10 @@ mod tests {
         let meta = fs::symlink_metadata(path_for(&lock)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o644);
         assert_eq!(read(&lock, meta.uid()), Some(sample()));
-        assert_eq!(
-            read(&lock, meta.uid() + 1),
-            None,
-            "foreign owner must not be trusted"
-        );
+        assert_eq!(read(&lock, meta.uid() + 1), None, "foreign owner must not be trusted");
         remove(&lock);
         assert_eq!(read(&lock, meta.uid()), None);
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "no temp file left"
-        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no temp file left");
     }
 
     #[test]

@@ -28,11 +28,8 @@ pub fn run(proc: &Proc, path: &Path, json: bool) -> Result<u8, Error> {
         Some((_, owner)) => history::read(path, owner),
         None => Vec::new(),
     };
-    let text = if json {
-        to_json(path, &inspection, &runs)
-    } else {
-        to_text(path, &inspection, &runs)
-    };
+    let text =
+        if json { to_json(path, &inspection, &runs) } else { to_text(path, &inspection, &runs) };
     print!("{text}");
     Ok(if inspection.held { HELD } else { FREE })
 }
@@ -56,12 +53,8 @@ fn to_text(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
         }
     }
     for waiter in &inspection.waiters {
-        let _ = writeln!(
-            out,
-            "waiting: PID {} ({})",
-            waiter.pid,
-            msg::command_line(&waiter.command)
-        );
+        let _ =
+            writeln!(out, "waiting: PID {} ({})", waiter.pid, msg::command_line(&waiter.command));
     }
     for run in runs {
         let _ = writeln!(
@@ -79,10 +72,7 @@ fn to_text(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
 
 /// The stable JSON form documented in README.md.
 fn to_json(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
-    let holder = inspection
-        .holder
-        .as_ref()
-        .map_or_else(|| "null".to_string(), holder_json);
+    let holder = inspection.holder.as_ref().map_or_else(|| "null".to_string(), holder_json);
     let waiters: Vec<String> = inspection.waiters.iter().map(waiter_json).collect();
     let history: Vec<String> = runs.iter().map(run_json).collect();
     format!(
@@ -130,11 +120,7 @@ fn run_json(run: &Run) -> String {
 }
 
 fn waiter_json(waiter: &Process) -> String {
-    format!(
-        "{{\"pid\":{},\"command\":{}}}",
-        waiter.pid,
-        strings(&waiter.command)
-    )
+    format!("{{\"pid\":{},\"command\":{}}}", waiter.pid, strings(&waiter.command))
 }
 
 fn number<T: std::fmt::Display>(value: Option<T>) -> String {
@@ -142,14 +128,7 @@ fn number<T: std::fmt::Display>(value: Option<T>) -> String {
 }
 
 fn strings(words: &[String]) -> String {
-    format!(
-        "[{}]",
-        words
-            .iter()
-            .map(|w| string(w))
-            .collect::<Vec<_>>()
-            .join(",")
-    )
+    format!("[{}]", words.iter().map(|w| string(w)).collect::<Vec<_>>().join(","))
 }
 
 /// A JSON string literal.
@@ -184,11 +163,7 @@ mod tests {
 
     #[test]
     fn free_lock_json() {
-        let free = Inspection {
-            held: false,
-            holder: None,
-            waiters: Vec::new(),
-        };
+        let free = Inspection { held: false, holder: None, waiters: Vec::new() };
         assert_eq!(
             to_json(Path::new("/run/x.lock"), &free, &[]),
             "{\"lockfile\":\"/run/x.lock\",\"held\":false,\"holder\":null,\"waiters\":[],\"history\":[]}\n"

@@ -80,9 +80,7 @@ pub fn acquire(
     loop {
         match signals.wait(&[granted.as_fd()], deadline, &mut live)? {
             Event::Ready(_) => {
-                let locked = waiter
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("panic")));
+                let locked = waiter.join().unwrap_or_else(|_| Err(io::Error::other("panic")));
                 return match locked {
                     Ok(file) => Ok(Outcome::Acquired(file, start.elapsed())),
                     Err(err) => Err(lock_failed(path, &err)),
@@ -103,10 +101,5 @@ fn lock_failed(path: &Path, err: &io::Error) -> Error {
         }
         _ => "",
     };
-    Error::Os {
-        action: "cannot lock",
-        path: path.to_path_buf(),
-        errno,
-        hint,
-    }
+    Error::Os { action: "cannot lock", path: path.to_path_buf(), errno, hint }
 }

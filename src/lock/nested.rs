@@ -26,10 +26,7 @@ pub const FD_VAR: &str = "SYNCLOCK_FD";
 /// on the file now at `lockfile`; `None` means: take the lock normally.
 pub fn inherited(lockfile: &Path, proc: &Proc) -> Option<RawFd> {
     let value = std::env::var_os(FD_VAR)?;
-    let fd = value
-        .to_str()
-        .and_then(|v| v.parse::<RawFd>().ok())
-        .filter(|fd| *fd >= 0);
+    let fd = value.to_str().and_then(|v| v.parse::<RawFd>().ok()).filter(|fd| *fd >= 0);
     let verdict = match fd {
         None => Err("it is not a descriptor number"),
         Some(fd) => check(fd, lockfile, proc).map(|()| fd),

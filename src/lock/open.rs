@@ -46,10 +46,7 @@ pub fn open_existing(path: &Path) -> Result<(File, u32), Error> {
 
 fn open_inner(path: &Path, create_missing: bool) -> Result<(File, u32), Error> {
     let name = path.file_name().ok_or_else(|| {
-        unsafe_lockfile(
-            path,
-            "it names no file; give a path such as /run/synclock.lock".into(),
-        )
+        unsafe_lockfile(path, "it names no file; give a path such as /run/synclock.lock".into())
     })?;
     let dir = open_parent(path)?;
     // A few rounds cover another process creating or removing the file
@@ -89,17 +86,13 @@ fn open_parent(path: &Path) -> Result<OwnedFd, Error> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let dir = open(
-        parent,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|errno| Error::Os {
-        action: "cannot open the directory of lockfile",
-        path: path.to_path_buf(),
-        errno,
-        hint: "synclock does not create directories; create it or choose another --lockfile",
-    })?;
+    let dir = open(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|errno| Error::Os {
+            action: "cannot open the directory of lockfile",
+            path: path.to_path_buf(),
+            errno,
+            hint: "synclock does not create directories; create it or choose another --lockfile",
+        })?;
     let stat =
         fstat(&dir).map_err(|errno| os("cannot stat the directory of lockfile", path, errno))?;
     let writable_by_others = stat.st_mode & (libc::S_IWGRP | libc::S_IWOTH) != 0;
@@ -197,10 +190,7 @@ fn verified(path: &Path, fd: OwnedFd) -> Result<(File, u32), Error> {
 }
 
 fn unsafe_lockfile(path: &Path, reason: String) -> Error {
-    Error::UnsafeLockfile {
-        path: PathBuf::from(path),
-        reason,
-    }
+    Error::UnsafeLockfile { path: PathBuf::from(path), reason }
 }
 
 fn os(action: &'static str, path: &Path, errno: Errno) -> Error {
@@ -209,10 +199,5 @@ fn os(action: &'static str, path: &Path, errno: Errno) -> Error {
         Errno::EROFS => "choose a lockfile on a writable file system with --lockfile",
         _ => "",
     };
-    Error::Os {
-        action,
-        path: PathBuf::from(path),
-        errno,
-        hint,
-    }
+    Error::Os { action, path: PathBuf::from(path), errno, hint }
 }

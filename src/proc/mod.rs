@@ -28,10 +28,7 @@ pub struct FileId {
 impl FileId {
     /// The identity recorded in a stat result.
     pub fn of(stat: &FileStat) -> Self {
-        FileId {
-            dev: stat.st_dev,
-            ino: stat.st_ino,
-        }
+        FileId { dev: stat.st_dev, ino: stat.st_ino }
     }
 }
 
@@ -88,9 +85,7 @@ impl Proc {
     pub fn pids(&self) -> Vec<i32> {
         let mut pids: Vec<i32> = fs::read_dir(&self.root)
             .map(|dir| {
-                dir.flatten()
-                    .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-                    .collect()
+                dir.flatten().filter_map(|entry| entry.file_name().to_str()?.parse().ok()).collect()
             })
             .unwrap_or_default();
         pids.sort_unstable();
@@ -100,11 +95,7 @@ impl Proc {
     /// Parent PID and start ticks of `pid`, from `/proc/PID/stat`.
     pub fn stat(&self, pid: i32) -> Option<(Option<i32>, u64)> {
         let mut text = String::new();
-        fs::File::open(self.path(pid, "stat"))
-            .ok()?
-            .take(4096)
-            .read_to_string(&mut text)
-            .ok()?;
+        fs::File::open(self.path(pid, "stat")).ok()?.take(4096).read_to_string(&mut text).ok()?;
         parse_stat(&text)
     }
 
@@ -140,10 +131,7 @@ impl Proc {
     /// Fails with NotFound for kernel threads, zombies and gone processes.
     pub fn executable_name(&self, pid: i32) -> io::Result<String> {
         let target = fs::read_link(self.path(pid, "exe"))?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(name.strip_suffix(" (deleted)").unwrap_or(&name).to_string())
     }
 
@@ -155,11 +143,7 @@ impl Proc {
     /// The paths of `pid`'s open descriptors.
     pub fn open_files(&self, pid: i32) -> Vec<PathBuf> {
         fs::read_dir(self.path(pid, "fd"))
-            .map(|fds| {
-                fds.flatten()
-                    .filter_map(|fd| fs::read_link(fd.path()).ok())
-                    .collect()
-            })
+            .map(|fds| fds.flatten().filter_map(|fd| fs::read_link(fd.path()).ok()).collect())
             .unwrap_or_default()
     }
 
@@ -198,11 +182,7 @@ impl Proc {
     pub fn children(&self, pid: i32) -> Vec<i32> {
         let path = self.path(pid, &format!("task/{pid}/children"));
         fs::read_to_string(path)
-            .map(|text| {
-                text.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
+            .map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect())
             .unwrap_or_default()
     }
 
@@ -223,29 +203,20 @@ impl Proc {
     /// Every process that holds the flock on `id` through a descriptor of
     /// its own. Reading other users' fdinfo needs root.
     pub fn holders(&self, id: FileId) -> Vec<i32> {
-        self.pids()
-            .into_iter()
-            .filter(|pid| self.holds(*pid, id) == Some(true))
-            .collect()
+        self.pids().into_iter().filter(|pid| self.holds(*pid, id) == Some(true)).collect()
     }
 
     /// The inode of this process's PID namespace: two processes see the
     /// same PIDs when theirs are equal.
     pub fn pid_namespace(&self) -> Option<u64> {
         use std::os::unix::fs::MetadataExt;
-        fs::metadata(self.root.join("self/ns/pid"))
-            .ok()
-            .map(|m| m.ino())
+        fs::metadata(self.root.join("self/ns/pid")).ok().map(|m| m.ino())
     }
 
     fn boot_time(&self) -> Option<SystemTime> {
         let stat = fs::read_to_string(self.root.join("stat")).ok()?;
-        let secs = stat
-            .lines()
-            .find_map(|line| line.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()?;
+        let secs =
+            stat.lines().find_map(|line| line.strip_prefix("btime "))?.trim().parse().ok()?;
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
     }
 }
@@ -253,10 +224,7 @@ impl Proc {
 /// The words of a command line as read from /proc (NUL-separated): those
 /// that are UTF-8 and not empty.
 pub fn words(cmdline: &[u8]) -> impl Iterator<Item = &str> {
-    cmdline
-        .split(|b| *b == 0)
-        .filter(|w| !w.is_empty())
-        .filter_map(|w| std::str::from_utf8(w).ok())
+    cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).filter_map(|w| std::str::from_utf8(w).ok())
 }
 
 /// Parent PID and start ticks from `/proc/PID/stat`. The command name, in
@@ -309,11 +277,7 @@ fn parse_lock_line(line: &str) -> Option<LockLine> {
     let maj = u64::from_str_radix(file.next()?, 16).ok()?;
     let min = u64::from_str_radix(file.next()?, 16).ok()?;
     let ino = file.next()?.parse().ok()?;
-    Some(LockLine {
-        blocked,
-        pid,
-        file: (maj, min, ino),
-    })
+    Some(LockLine { blocked, pid, file: (maj, min, ino) })
 }
 
 fn key(id: FileId) -> (u64, u64, u64) {
@@ -356,17 +320,11 @@ mod tests {
 
     #[test]
     fn finds_holder_and_waiters_of_one_file() {
-        let id = FileId {
-            dev: makedev(0, 0x2a),
-            ino: 5678,
-        };
+        let id = FileId { dev: makedev(0, 0x2a), ino: 5678 };
         let entries = parse_locks(LOCKS, id);
         assert_eq!(entries.holder, Some(4242));
         assert_eq!(entries.waiters, vec![4300, 4301]);
-        let other = FileId {
-            dev: makedev(0xfd, 1),
-            ino: 5678,
-        };
+        let other = FileId { dev: makedev(0xfd, 1), ino: 5678 };
         assert_eq!(parse_locks(LOCKS, other), LockEntries::default());
     }
 

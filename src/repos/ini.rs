@@ -119,10 +119,7 @@ impl Parser {
                     current = Some((Current::Defaults, header.to_string()));
                 } else {
                     self.sections.push((header.to_string(), Vec::new()));
-                    current = Some((
-                        Current::Section(self.sections.len() - 1),
-                        header.to_string(),
-                    ));
+                    current = Some((Current::Section(self.sections.len() - 1), header.to_string()));
                 }
                 if header != DEFAULT {
                     added_sections.push(header.to_string());
@@ -159,10 +156,8 @@ impl Parser {
             set(self.options_mut(*section), &key, text);
             option = Some(key);
         }
-        for (_, value) in self
-            .defaults
-            .iter_mut()
-            .chain(self.sections.iter_mut().flat_map(|(_, o)| o.iter_mut()))
+        for (_, value) in
+            self.defaults.iter_mut().chain(self.sections.iter_mut().flat_map(|(_, o)| o.iter_mut()))
         {
             value.truncate(value.trim_end().len());
         }
@@ -183,11 +178,7 @@ impl Parser {
     }
 
     fn append(&mut self, section: Current, name: &str, line: &str) {
-        if let Some((_, value)) = self
-            .options_mut(section)
-            .iter_mut()
-            .find(|(k, _)| k == name)
-        {
+        if let Some((_, value)) = self.options_mut(section).iter_mut().find(|(k, _)| k == name) {
             value.push('\n');
             value.push_str(line);
         }
@@ -214,10 +205,7 @@ impl Parser {
     }
 
     fn lookup<'a>(&'a self, own: &'a Options, key: &str) -> Option<&'a str> {
-        own.iter()
-            .chain(self.defaults.iter())
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        own.iter().chain(self.defaults.iter()).find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     fn get(&self, section: &str, own: &Options, key: &str) -> Result<String, Error> {
@@ -257,9 +245,8 @@ impl Parser {
                     rest = &rest[2..];
                 }
                 Some('(') => {
-                    let end = rest
-                        .find(')')
-                        .filter(|end| *end > 2 && rest[*end + 1..].starts_with('s'));
+                    let end =
+                        rest.find(')').filter(|end| *end > 2 && rest[*end + 1..].starts_with('s'));
                     let Some(end) = end else {
                         return Err(at(
                             ErrorKind::InterpolationSyntaxError,

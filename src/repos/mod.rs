@@ -44,20 +44,13 @@ pub fn discover() -> Discovery {
     let eprefix = env::var("EPREFIX").unwrap_or_default();
     let root = env::var("ROOT").unwrap_or_else(|_| "/".into());
     let config_root = env::var("PORTAGE_CONFIGROOT").unwrap_or_else(|_| format!("{eprefix}/"));
-    let eroot = format!(
-        "{}{}/",
-        root.trim_end_matches('/'),
-        eprefix.trim_end_matches('/')
-    );
+    let eroot = format!("{}{}/", root.trim_end_matches('/'), eprefix.trim_end_matches('/'));
     let mut parser = ini::Parser::new(&[
         ("EPREFIX", &eprefix),
         ("EROOT", &eroot),
         ("PORTAGE_CONFIGROOT", &config_root),
         ("ROOT", &root),
-        (
-            "sync-rsync-extra-opts",
-            &env::var("PORTAGE_RSYNC_EXTRA_OPTS").unwrap_or_default(),
-        ),
+        ("sync-rsync-extra-opts", &env::var("PORTAGE_RSYNC_EXTRA_OPTS").unwrap_or_default()),
     ]);
     if let Ok(text) = env::var("PORTAGE_REPOSITORIES") {
         parser.read(&text, "PORTAGE_REPOSITORIES")?;
@@ -69,32 +62,14 @@ pub fn discover() -> Discovery {
         for file in sources.iter().flat_map(|source| config_files(source)) {
             // Portage skips a file it cannot open, and reads UTF-8 with
             // replacement and universal newlines.
-            let Some(bytes) = read_small(&file) else {
+            let Ok(bytes) = fs::read(&file) else {
                 continue;
             };
-            let text = String::from_utf8_lossy(&bytes)
-                .replace("\r\n", "\n")
-                .replace('\r', "\n");
+            let text = String::from_utf8_lossy(&bytes).replace("\r\n", "\n").replace('\r', "\n");
             parser.read(&text, &file.display().to_string())?;
         }
     }
     Ok(repos_of(&parser.resolved()?))
-}
-
-/// A whole (small) file, without the size query `fs::read` makes.
-fn read_small(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let mut file = fs::File::open(path).ok()?;
-    loop {
-        match file.read(&mut chunk) {
-            Ok(0) => return Some(bytes),
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
 }
 
 /// The repositories described by resolved sections: those with a non-blank
@@ -129,34 +104,21 @@ fn repos_of(sections: &[(String, Vec<(String, String)>)]) -> Vec<Repo> {
 /// `source` itself if it is a file, or the files below it in Portage's
 /// order (`portage.util._recursive_file_list`).
 fn config_files(source: &Path) -> Vec<PathBuf> {
-    config_files_known(source, false)
-}
-
-/// As [`config_files`]; `regular` when the directory listing already said
-/// that `source` is a regular file (no stat needed then).
-fn config_files_known(source: &Path, regular: bool) -> Vec<PathBuf> {
-    if regular {
-        return vec![source.to_path_buf()];
-    }
     match fs::metadata(source) {
         Ok(meta) if meta.is_dir() => {
-            let mut entries: Vec<(std::ffi::OsString, bool)> = fs::read_dir(source)
-                .map(|dir| {
-                    dir.flatten()
-                        .map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_file())))
-                        .collect()
-                })
+            let mut names: Vec<std::ffi::OsString> = fs::read_dir(source)
+                .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
                 .unwrap_or_default();
-            entries.sort();
-            entries
+            names.sort();
+            names
                 .into_iter()
-                .filter(|(name, _)| {
+                .filter(|name| {
                     let name = name.to_string_lossy();
                     !name.starts_with('.')
                         && !name.ends_with('~')
                         && !["CVS", "RCS", "SCCS"].contains(&&*name)
                 })
-                .flat_map(|(name, regular)| config_files_known(&source.join(name), regular))
+                .flat_map(|name| config_files(&source.join(name)))
                 .collect()
         }
         Ok(meta) if meta.is_file() => vec![source.to_path_buf()],
@@ -211,22 +173,13 @@ mod tests {
                     ("sync-rcu-store-dir".to_string(), "/var/db/rcu".to_string()),
                 ],
             ),
-            (
-                "blank".to_string(),
-                vec![("location".to_string(), "  ".to_string())],
-            ),
-            (
-                "none".to_string(),
-                vec![("sync-type".to_string(), "git".to_string())],
-            ),
+            ("blank".to_string(), vec![("location".to_string(), "  ".to_string())]),
+            ("none".to_string(), vec![("sync-type".to_string(), "git".to_string())]),
         ];
         let repos = repos_of(&sections);
         assert_eq!(repos.len(), 1);
         assert!(repos[0].is("rsync") && repos[0].sync_rcu);
-        assert_eq!(
-            repos[0].rcu_store_dir.as_deref(),
-            Some(Path::new("/var/db/rcu"))
-        );
+        assert_eq!(repos[0].rcu_store_dir.as_deref(), Some(Path::new("/var/db/rcu")));
     }
 
     #[test]
@@ -251,9 +204,6 @@ mod tests {
             .iter()
             .map(|p| p.strip_prefix(root).unwrap().display().to_string())
             .collect();
-        assert_eq!(
-            names,
-            ["A.conf", "a.conf", "b.conf", "gentoo.conf.bak", "z/x.conf"]
-        );
+        assert_eq!(names, ["A.conf", "a.conf", "b.conf", "gentoo.conf.bak", "z/x.conf"]);
     }
 }

@@ -83,12 +83,7 @@ pub fn outside_syncs(
 /// shows holding or waiting for it, and all their ancestors.
 fn queued_for(proc: &Proc, id: FileId) -> HashSet<i32> {
     let entries = proc.lock_entries(id).unwrap_or_default();
-    entries
-        .holder
-        .into_iter()
-        .chain(entries.waiters)
-        .flat_map(|pid| proc.lineage(pid))
-        .collect()
+    entries.holder.into_iter().chain(entries.waiters).flat_map(|pid| proc.lineage(pid)).collect()
 }
 
 /// Whether `pid` (rsync or git with `args`) works under one of `locations`:
@@ -96,10 +91,7 @@ fn queued_for(proc: &Proc, id: FileId) -> HashSet<i32> {
 fn works_under(proc: &Proc, pid: i32, args: &[&str], locations: &[PathBuf]) -> bool {
     let under = |path: &Path| locations.iter().any(|location| path.starts_with(location));
     proc.cwd(pid).as_deref().is_some_and(under)
-        || args
-            .iter()
-            .filter(|a| a.starts_with('/'))
-            .any(|a| under(Path::new(a)))
+        || args.iter().filter(|a| a.starts_with('/')).any(|a| under(Path::new(a)))
 }
 
 /// How waiting for outside syncs ended.
@@ -150,9 +142,7 @@ fn pidfd_of(proc: &Proc, process: &Process) -> Option<OwnedFd> {
     let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
     // SAFETY: the kernel just returned this descriptor to us alone.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let same = proc
-        .stat(process.pid)
-        .is_some_and(|(_, ticks)| ticks == process.start_ticks);
+    let same = proc.stat(process.pid).is_some_and(|(_, ticks)| ticks == process.start_ticks);
     same.then_some(fd)
 }
 
@@ -162,160 +152,80 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::symlink;
 
-    /// Adds process `pid` to the fake /proc at `root`.
-    fn fake(root: &Path, pid: i32, parent: i32, exe: Option<&str>, argv: &[&str], cwd: &str) {
-        let dir = root.join(pid.to_string());
-        fs::create_dir_all(&dir).unwrap();
-        let stat = format!("{pid} (x) S {parent} 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {pid}0 0 0");
-        fs::write(dir.join("stat"), stat).unwrap();
-        let mut cmdline = argv.join("\0");
-        cmdline.push('\0');
-        fs::write(dir.join("cmdline"), cmdline).unwrap();
-        if let Some(exe) = exe {
-            symlink(exe, dir.join("exe")).unwrap();
+    /// A fake /proc of processes `(pid, parent, exe, argv, cwd)`; no exe
+    /// for a kernel thread.
+    fn fake(processes: &[(i32, i32, &str, &str, &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for &(pid, parent, exe, argv, cwd) in processes {
+            let dir = root.path().join(pid.to_string());
+            fs::create_dir_all(&dir).unwrap();
+            let stat = format!("{pid} (x) S {parent} 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {pid}0 0");
+            fs::write(dir.join("stat"), stat).unwrap();
+            fs::write(dir.join("cmdline"), argv.replace(' ', "\0") + "\0").unwrap();
+            if !exe.is_empty() {
+                symlink(exe, dir.join("exe")).unwrap();
+            }
+            symlink(cwd, dir.join("cwd")).unwrap();
         }
-        symlink(cwd, dir.join("cwd")).unwrap();
+        root
+    }
+
+    fn pids(found: Vec<Process>) -> Vec<i32> {
+        found.iter().map(|p| p.pid).collect()
     }
 
     #[test]
     fn the_scan_finds_outside_syncs_and_nothing_else() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
         let repo = "/var/db/repos/gentoo";
-        let py = Some("/usr/bin/python3.12");
-        fake(root, 1, 0, Some("/sbin/init"), &["/sbin/init"], "/");
-        fake(root, 2, 0, None, &[], "/");
-        // Us, and an ancestor that is a sync (an unwrapped eix-sync).
-        fake(
-            root,
-            50,
-            1,
-            Some("/bin/bash"),
-            &["sh", "/usr/bin/eix-sync"],
-            "/",
-        );
-        fake(
-            root,
-            100,
-            50,
-            Some("/usr/bin/synclock"),
-            &["synclock", "--", "emerge", "--sync"],
-            "/",
-        );
-        // Outside syncs.
-        fake(
-            root,
-            200,
-            1,
-            py,
-            &["python3", "/usr/bin/emerge", "--sync"],
-            "/root",
-        );
-        fake(root, 201, 1, py, &["/usr/bin/emaint", "sync", "-a"], "/");
-        fake(
-            root,
-            204,
-            1,
-            Some("/usr/bin/rsync"),
-            &["rsync", "-a", "rsync://m/g", repo],
-            "/",
-        );
-        fake(
-            root,
-            206,
-            1,
-            Some("/usr/bin/git"),
-            &["git", "pull"],
-            "/var/db/repos/gentoo/x",
-        );
-        // Not syncs: a retitled program, tools elsewhere, another synclock.
-        fake(root, 202, 1, Some("/bin/sleep"), &["emerge", "--sync"], "/");
-        fake(
-            root,
-            205,
-            1,
-            Some("/usr/bin/rsync"),
-            &["rsync", "/home/a", "/home/b"],
-            "/",
-        );
-        fake(
-            root,
-            207,
-            1,
-            Some("/usr/bin/synclock"),
-            &["synclock", "--", "eix-sync"],
-            "/",
-        );
-        // A waiter for our lock (301), whose unwrapped parent (302) syncs.
-        fake(
-            root,
-            302,
-            1,
-            Some("/bin/sh"),
-            &["sh", "/usr/bin/eix-sync"],
-            "/",
-        );
-        fake(
-            root,
-            301,
-            302,
-            Some("/usr/bin/synclock"),
-            &["synclock", "--", "emerge", "--sync"],
-            "/",
-        );
-        let id = FileId {
-            dev: nix::sys::stat::makedev(0, 0x2a),
-            ino: 5678,
-        };
+        let root = fake(&[
+            (1, 0, "/sbin/init", "/sbin/init", "/"),
+            (2, 0, "", "", "/"),
+            // Us (100), and an ancestor that is a sync (unwrapped eix-sync).
+            (50, 1, "/bin/bash", "sh /usr/bin/eix-sync", "/"),
+            (100, 50, "/usr/bin/synclock", "synclock -- emerge --sync", "/"),
+            // Outside syncs.
+            (200, 1, "/usr/bin/python3.12", "python3 /usr/bin/emerge --sync", "/root"),
+            (201, 1, "/usr/bin/python3.12", "/usr/bin/emaint sync -a", "/"),
+            (204, 1, "/usr/bin/rsync", "rsync -a rsync://m/g /var/db/repos/gentoo", "/"),
+            (206, 1, "/usr/bin/git", "git pull", "/var/db/repos/gentoo/x"),
+            // Not syncs: a retitled program, tools elsewhere, a synclock.
+            (202, 1, "/bin/sleep", "emerge --sync", "/"),
+            (205, 1, "/usr/bin/rsync", "rsync /home/a /home/b", "/"),
+            (207, 1, "/usr/bin/synclock", "synclock -- eix-sync", "/"),
+            // A waiter for our lock (301), whose unwrapped parent syncs.
+            (302, 1, "/bin/sh", "sh /usr/bin/eix-sync", "/"),
+            (301, 302, "/usr/bin/synclock", "synclock -- emerge --sync", "/"),
+        ]);
         fs::write(
-            root.join("locks"),
+            root.path().join("locks"),
             "1: FLOCK  ADVISORY  WRITE 100 00:2a:5678 0 EOF\n\
              1: -> FLOCK  ADVISORY  WRITE 301 00:2a:5678 0 EOF\n",
         )
         .unwrap();
-        let proc = Proc::at(root);
+        let id = FileId { dev: nix::sys::stat::makedev(0, 0x2a), ino: 5678 };
+        let proc = Proc::at(root.path());
         let asked = std::cell::Cell::new(0);
         let locations = || {
             asked.set(asked.get() + 1);
             vec![PathBuf::from(repo)]
         };
-        let found: Vec<i32> = outside_syncs(&proc, 100, Some(id), locations)
-            .iter()
-            .map(|p| p.pid)
-            .collect();
-        assert_eq!(found, [200, 201, 204, 206]);
+        let found = outside_syncs(&proc, 100, Some(id), locations);
+        assert_eq!(pids(found), [200, 201, 204, 206]);
         assert_eq!(asked.get(), 1, "locations are asked for once");
         // Without the lock's queue, the waiter's parent counts.
-        let found: Vec<i32> = outside_syncs(&proc, 100, None, Vec::new)
-            .iter()
-            .map(|p| p.pid)
-            .collect();
-        assert_eq!(found, [200, 201, 302]);
+        assert_eq!(pids(outside_syncs(&proc, 100, None, Vec::new)), [200, 201, 302]);
     }
 
     #[test]
     fn low_pids_are_scanned_like_any_other() {
         // A container's own PID namespace: its sync may be PID 2.
-        let tmp = tempfile::tempdir().unwrap();
-        fake(tmp.path(), 1, 0, Some("/bin/sh"), &["sh"], "/");
-        fake(
-            tmp.path(),
-            2,
-            1,
-            Some("/bin/sh"),
-            &["sh", "/usr/bin/emerge-webrsync"],
-            "/",
-        );
-        fake(
-            tmp.path(),
-            3,
-            1,
-            Some("/usr/bin/synclock"),
-            &["synclock", "--", "true"],
-            "/",
-        );
-        let found = outside_syncs(&Proc::at(tmp.path()), 3, None, Vec::new);
-        assert_eq!(found.iter().map(|p| p.pid).collect::<Vec<_>>(), [2]);
+        let root = fake(&[
+            (1, 0, "/bin/sh", "sh", "/"),
+            (2, 1, "/bin/sh", "sh /usr/bin/emerge-webrsync", "/"),
+            (3, 1, "/usr/bin/synclock", "synclock -- true", "/"),
+        ]);
+        let found = outside_syncs(&Proc::at(root.path()), 3, None, Vec::new);
         assert_eq!(found[0].command, ["sh", "/usr/bin/emerge-webrsync"]);
+        assert_eq!(pids(found), [2]);
     }
 }

@@ -23,19 +23,12 @@ pub enum Verdict {
 
 /// Judges a process by its command line `words` alone.
 pub fn judge(words: &[&str]) -> Verdict {
-    if words
-        .first()
-        .is_none_or(|argv0| basename(argv0) == "synclock")
-    {
+    if words.first().is_none_or(|argv0| basename(argv0) == "synclock") {
         return Verdict::NotSync;
     }
     let followed_by = |i: usize, arg: &str| words[i + 1..].contains(&arg);
     // The program is argv[0], or the script an interpreter runs.
-    let candidates = if is_interpreter(basename(words[0])) {
-        3
-    } else {
-        1
-    };
+    let candidates = if is_interpreter(basename(words[0])) { 3 } else { 1 };
     for (i, word) in words.iter().enumerate().take(candidates) {
         match program(basename(word)) {
             Some(Program::Emerge) if followed_by(i, "--sync") => return Verdict::Sync,
@@ -106,47 +99,24 @@ mod tests {
             "gentoo"
         ]));
         assert!(sync(&["emaint", "-a", "sync"]));
-        assert!(sync(&[
-            "/usr/bin/python3",
-            "/usr/bin/emaint",
-            "sync",
-            "--auto"
-        ]));
+        assert!(sync(&["/usr/bin/python3", "/usr/bin/emaint", "sync", "--auto"]));
         assert!(sync(&["/bin/bash", "/usr/bin/emerge-webrsync"]));
         assert!(sync(&["sh", "/usr/bin/eix-sync"]));
         assert!(!sync(&["emerge", "-uDN", "@world"]));
         assert!(!sync(&["emaint", "binhost"]));
-        assert!(!sync(&[
-            "synclock", "--wait", "1h", "--", "emerge", "--sync"
-        ]));
-        assert!(!sync(&[
-            "/usr/local/bin/synclock",
-            "--",
-            "emaint",
-            "sync",
-            "-a"
-        ]));
+        assert!(!sync(&["synclock", "--wait", "1h", "--", "emerge", "--sync"]));
+        assert!(!sync(&["/usr/local/bin/synclock", "--", "emaint", "sync", "-a"]));
         assert!(!sync(&["vim", "emerge", "--sync"]));
         assert!(!sync(&["bash", "-c", "for i in 1 2; do x; done"]));
         assert_eq!(judge(&[]), Verdict::NotSync);
         // rsync and git also depend on where they work.
         assert_eq!(judge(&["rsync", "-a", "a", "b"]), Verdict::Tool(0));
-        assert_eq!(
-            judge(&["/bin/sh", "-e", "/usr/bin/git", "pull"]),
-            Verdict::Tool(2)
-        );
+        assert_eq!(judge(&["/bin/sh", "-e", "/usr/bin/git", "pull"]), Verdict::Tool(2));
     }
 
     #[test]
     fn executables_that_may_be_a_sync() {
-        for name in [
-            "python3.12",
-            "python-exec2c",
-            "pypy3",
-            "bash",
-            "sh",
-            "busybox",
-        ] {
+        for name in ["python3.12", "python-exec2c", "pypy3", "bash", "sh", "busybox"] {
             assert!(could_be_sync(name), "{name}");
         }
         for name in ["rsync", "git", "emerge", "eix-sync", "emerge-webrsync"] {

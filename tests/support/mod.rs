@@ -24,10 +24,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_synclock");
 /// A generous bound for anything that should happen "at once"; scaled by
 /// `SYNCLOCK_TEST_SLOW` on slow machines.
 pub fn deadline() -> Duration {
-    let factor = std::env::var("SYNCLOCK_TEST_SLOW")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(1);
+    let factor =
+        std::env::var("SYNCLOCK_TEST_SLOW").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(1);
     Duration::from_secs(20) * factor
 }
 
@@ -50,29 +48,19 @@ enum Machine {
 
 impl TestEnv {
     pub fn new() -> Self {
-        let guard = MACHINE
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = MACHINE.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         Self::with(Machine::Shared(guard))
     }
 
     /// For a test that starts processes every synclock would wait for.
     pub fn exclusive() -> Self {
-        let guard = MACHINE
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = MACHINE.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         Self::with(Machine::Exclusive(guard))
     }
 
     fn with(machine: Machine) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("synclock-test")
-            .tempdir()
-            .unwrap();
-        TestEnv {
-            dir,
-            _machine: machine,
-        }
+        let dir = tempfile::Builder::new().prefix("synclock-test").tempdir().unwrap();
+        TestEnv { dir, _machine: machine }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -113,19 +101,12 @@ impl TestEnv {
 /// test runner was started (an ignored SIGINT is inherited across exec).
 pub fn hermetic(program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(program);
-    cmd.env_remove("SYNCLOCK_FD")
-        .env_remove("SYNCLOCK_LOCKFILE")
-        .stdin(Stdio::null());
+    cmd.env_remove("SYNCLOCK_FD").env_remove("SYNCLOCK_LOCKFILE").stdin(Stdio::null());
     // SAFETY: only async-signal-safe calls (sigaction, sigprocmask) between
     // fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            for sig in [
-                Signal::SIGINT,
-                Signal::SIGTERM,
-                Signal::SIGHUP,
-                Signal::SIGQUIT,
-            ] {
+            for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
                 signal(sig, SigHandler::SigDfl)?;
             }
             SigSet::empty().thread_set_mask()?;
@@ -176,9 +157,7 @@ pub struct Bg {
 
 impl Bg {
     pub fn spawn(mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn");
         let pid = Pid::from_raw(child.id() as i32);
         let stdin = child.stdin.take();
@@ -316,10 +295,7 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> ExitStatus {
     });
     let status = child.wait().expect("wait");
     let _ = tx.send(());
-    assert!(
-        !watchdog.join().unwrap(),
-        "process {pid} did not exit within {limit:?}"
-    );
+    assert!(!watchdog.join().unwrap(), "process {pid} did not exit within {limit:?}");
     status
 }
 
@@ -338,11 +314,7 @@ pub fn is_root() -> bool {
 /// The mode bits of `path`, not following a symlink.
 pub fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::symlink_metadata(path)
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o7777
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
 /// Re-checks `condition` (which reads /proc or a file) until it holds,
@@ -354,11 +326,7 @@ pub fn eventually<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T 
         if let Some(value) = condition() {
             return value;
         }
-        assert!(
-            Instant::now() < end,
-            "{what}: not reached within {:?}",
-            deadline()
-        );
+        assert!(Instant::now() < end, "{what}: not reached within {:?}", deadline());
         thread::yield_now();
         thread::sleep(Duration::from_millis(5));
     }
@@ -382,10 +350,6 @@ pub fn parent_of(pid: i32) -> Option<i32> {
 /// The direct children of `pid`.
 pub fn children_of(pid: i32) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|t| {
-            t.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
+        .map(|t| t.split_whitespace().filter_map(|p| p.parse().ok()).collect())
         .unwrap_or_default()
 }

@@ -13,14 +13,8 @@ const CORPUS: &[&[&str]] = &[
     &[
         "[DEFAULT]\nmain-repo = gentoo\n\n[gentoo]\nlocation = /var/db/repos/gentoo\nsync-type = rsync\nsync-uri = rsync://rsync.gentoo.org/gentoo-portage\nauto-sync = yes\n",
     ],
-    &[
-        "[gentoo]\nlocation=/a\n",
-        "[gentoo]\nsync-type = git\n[overlay]\nlocation: /b\n",
-    ],
-    &[
-        "[DEFAULT]\nmain-repo = gentoo\n",
-        "[DEFAULT]\nmain-repo = other\n[x]\nlocation = /x\n",
-    ],
+    &["[gentoo]\nlocation=/a\n", "[gentoo]\nsync-type = git\n[overlay]\nlocation: /b\n"],
+    &["[DEFAULT]\nmain-repo = gentoo\n", "[DEFAULT]\nmain-repo = other\n[x]\nlocation = /x\n"],
     &["# comment\n; other comment\n[a]\n  # indented comment\nlocation = /a\n"],
     &["[a]\nlocation = /a # not a comment\nsync-uri = x ; nor this\n"],
     &["[Gentoo]\nLOCATION = /a\nSync-Type = rsync\n"],
@@ -136,8 +130,5 @@ fn matches_python_configparser() {
         }
         assert_eq!(&ours(files), expected, "document {files:?}");
     }
-    assert!(
-        errors >= 10,
-        "the corpus should hold broken documents too ({errors})"
-    );
+    assert!(errors >= 10, "the corpus should hold broken documents too ({errors})");
 }
