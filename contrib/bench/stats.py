@@ -31,15 +31,6 @@ def alternate(path):
         print(f"{quantile(times[index], 0.5):.3f} {quantile(times[index], 0.99):.3f}")
 
 
-def rounds(path):
-    """Quartiles (p25/p50/p75) of the per-round ratio of the first command's
-    time to the second's in an `alternate` output of two commands run in
-    turns: how far a ratio of medians near a goal can be trusted."""
-    times = runs(path)
-    ratios = [a / b for a, b in zip(times[0], times[1])]
-    print("/".join(f"{quantile(ratios, q):.2f}" for q in (0.25, 0.5, 0.75)))
-
-
 def handoff(*paths):
     """Gaps (ms) between one section's end and the next one's start, within
     each file (one block of sections) and pooled over the files."""
@@ -51,4 +42,4 @@ def handoff(*paths):
     print(f"{len(gaps)} {quantile(gaps, 0.5):.3f} {quantile(gaps, 0.99):.3f} {overlaps}")
 
 
-{"alternate": alternate, "rounds": rounds, "handoff": handoff}[sys.argv[1]](*sys.argv[2:])
+{"alternate": alternate, "handoff": handoff}[sys.argv[1]](*sys.argv[2:])

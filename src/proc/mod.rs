@@ -118,7 +118,7 @@ impl Proc {
 
     /// The raw command line of `pid` (NUL-separated words), bounded.
     pub fn cmdline(&self, pid: i32) -> Option<Vec<u8>> {
-        let mut raw = Vec::new();
+        let mut raw = Vec::with_capacity(4096);
         fs::File::open(self.path(pid, "cmdline"))
             .ok()?
             .take(MAX_CMDLINE)
