@@ -1,7 +1,7 @@
 //! synclock: run a repository sync (or any command) under one machine-wide
 //! lock.
 //!
-//! [`run`] holds one run from top to bottom; each step lives in a module
+//! `run.rs` holds one run from top to bottom; each step lives in a module
 //! named after its concern. Only the command-line definition ([`cli`]) and
 //! [`main`] are public: the completions and man pages under `contrib/` are
 //! generated from `cli` (`cargo run --example generate`), so they never drift.
