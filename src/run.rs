@@ -42,15 +42,21 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
     let start = Instant::now();
     let signals = Signals::block()?;
 
-    // Nested under a synclock that holds this lock: run COMMAND at once.
-    if let Some(fd) = lock::inherited(path, proc) {
+    // Nested under a synclock (or another holder) of this lock: run at once.
+    let inherited = lock::inherited(path, proc);
+    let ancestor = inherited.is_none().then(|| lock::held_by_ancestor(path, proc)).flatten();
+    if inherited.is_some() || ancestor.is_some() {
+        let by = match (inherited, ancestor) {
+            (Some(fd), _) => format!("inherited descriptor {fd}"),
+            (None, pid) => format!("ancestor PID {}", pid.unwrap_or_default()),
+        };
         msg::verbose(format_args!(
-            "{} is already held for us (inherited descriptor {fd}); running {shown}",
+            "{} is already held for us ({by}); running {shown}",
             path.display()
         ));
         // SAFETY: `inherited` checked that `fd` is open and holds the lock;
         // nothing closes it while this run lives.
-        let lock = unsafe { BorrowedFd::borrow_raw(fd) };
+        let lock = inherited.map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
         let mut child =
             exec::spawn(&cli.command, lock, path, lock::FD_VAR, signals.original_mask())?;
         let status = exec::supervise(&mut child, &signals)?;
@@ -60,38 +66,46 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
 
     // The repositories: read before the lock, which reading needs not.
     let plan = plan(cli);
-
-    // The lock, waited for politely.
-    let held = match take_lock(cli, proc, &signals, &shown)? {
-        Ok(held) => held,
-        Err(code) => return Ok(code),
-    };
-    let owner = held.owner;
-
-    // --coalesce / --min-interval: a run that covers ours already happened.
     let words: Vec<String> = cli.command.iter().map(|w| w.to_string_lossy().into_owned()).collect();
-    if !cli.force
-        && (cli.coalesce || cli.min_interval.is_some())
-        && already_done(cli, &shown, &words, &history::read(path, owner), began)
-    {
-        return Ok(0);
-    }
 
-    // The holder record: the mark of a run in progress. One left behind
-    // by the previous holder means that run never finished.
-    let interrupted = record::read(path, owner);
-    let acquired = SystemTime::now();
-    let record = RecordInPlace::put(path, proc, &words, acquired);
-
-    // Syncs outside synclock: wait for them (cleaning nothing), or clean.
-    let outside = scan::outside_syncs(proc, my_pid(), lock_id(path), || {
-        plan.as_ref().map(clean::Plan::locations).unwrap_or_default()
-    });
-    if !outside.is_empty() {
+    // The lock, with no sync running outside it. Each round: take the lock
+    // (waiting politely); skip the run if --coalesce or --min-interval say
+    // so; put the holder record in place (one already there marks a run
+    // that never finished); scan for syncs that bypassed synclock. If one
+    // runs, release the lock, wait for it to end, and start again: holding
+    // the lock while waiting could wait for ourselves (an unwrapped
+    // eix-sync whose wrapped part needs the lock), and only a scan made
+    // while holding the lock says that nothing else syncs now.
+    let mut interrupted = None;
+    let (held, record, acquired) = loop {
+        let held = match take_lock(cli, proc, &signals, &shown, start)? {
+            Ok(held) => held,
+            Err(code) => return Ok(code),
+        };
+        if !cli.force
+            && (cli.coalesce || cli.min_interval.is_some())
+            && already_done(cli, &shown, &words, &history::read(path, held.owner), began)
+        {
+            return Ok(0);
+        }
+        interrupted =
+            interrupted.or_else(|| record::read(path, held.owner)).filter(|r| r.pid != my_pid());
+        let acquired = SystemTime::now();
+        let record = RecordInPlace::put(path, proc, &words, acquired);
+        let outside = outside_syncs(proc, path, plan.as_ref());
+        if outside.is_empty() {
+            break (held, record, acquired);
+        }
+        // A record of an unfinished run stays until someone cleans after it.
+        record.release(interrupted.is_some());
+        drop(held);
         if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside)? {
             return Ok(code);
         }
-    } else if let (false, Some(plan)) = (cli.no_clean, &plan) {
+    };
+
+    // The leftovers of killed syncs.
+    if let (false, Some(plan)) = (cli.no_clean, &plan) {
         say_interrupted(interrupted.as_ref());
         clean::run(plan, proc, interrupted.is_some(), false);
     }
@@ -103,8 +117,8 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
     }
 
     // COMMAND, supervised.
-    let mut child =
-        exec::spawn(&cli.command, held.file.as_fd(), path, lock::FD_VAR, signals.original_mask())?;
+    let lock = Some(held.file.as_fd());
+    let mut child = exec::spawn(&cli.command, lock, path, lock::FD_VAR, signals.original_mask())?;
     let status = exec::supervise(&mut child, &signals)?;
     report_death(&shown, status);
 
@@ -116,7 +130,7 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
         code: exit::code_of(status),
         pid: my_pid(),
     };
-    if let Err(err) = history::remember(path, owner, run) {
+    if let Err(err) = history::remember(path, held.owner, run) {
         msg::verbose(format_args!(
             "cannot write history {}: {err}",
             history::path_for(path).display()
@@ -132,26 +146,28 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
     Ok(exit::code_of(status))
 }
 
-/// `synclock clean`: lock, wait for outside syncs, clean, release.
+/// `synclock clean`: take the lock with no sync running outside it (as a
+/// wrapped run does), clean, release.
 fn clean_only(cli: &Cli, proc: &Proc, dry_run: bool) -> Result<u8, Error> {
     let path = &cli.lockfile;
     let start = Instant::now();
     let signals = Signals::block()?;
     let plan = plan(cli);
-    let held = match take_lock(cli, proc, &signals, "cleaning")? {
-        Ok(held) => held,
-        Err(code) => return Ok(code),
+    let held = loop {
+        let held = match take_lock(cli, proc, &signals, "cleaning", start)? {
+            Ok(held) => held,
+            Err(code) => return Ok(code),
+        };
+        let outside = outside_syncs(proc, path, plan.as_ref());
+        if outside.is_empty() {
+            break held;
+        }
+        drop(held);
+        if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside)? {
+            return Ok(code);
+        }
     };
-    let owner = held.owner;
-    let interrupted = record::read(path, owner);
-    let outside = scan::outside_syncs(proc, my_pid(), lock_id(path), || {
-        plan.as_ref().map(clean::Plan::locations).unwrap_or_default()
-    });
-    if !outside.is_empty()
-        && let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside)?
-    {
-        return Ok(code);
-    }
+    let interrupted = record::read(path, held.owner);
     let summary = match &plan {
         Some(plan) => {
             if !dry_run {
@@ -174,6 +190,14 @@ fn clean_only(cli: &Cli, proc: &Proc, dry_run: bool) -> Result<u8, Error> {
     Ok(if summary.failures > 0 { exit::FAILURE } else { 0 })
 }
 
+/// Syncs that run outside synclock now, as the holder of the lock at
+/// `path` sees them; rsync and git count under the `plan`'s repositories.
+fn outside_syncs(proc: &Proc, path: &Path, plan: Option<&clean::Plan>) -> Vec<Process> {
+    scan::outside_syncs(proc, my_pid(), lock_id(path), || {
+        plan.map(clean::Plan::locations).unwrap_or_default()
+    })
+}
+
 /// The waiting policy that `--wait` and `--nonblock` add up to.
 pub fn wait_of(cli: &Cli) -> Wait {
     match (cli.nonblock, cli.wait) {
@@ -184,36 +208,48 @@ pub fn wait_of(cli: &Cli) -> Wait {
     }
 }
 
-/// Takes the lock for `what` (a command line, for messages); `Err(code)`
-/// when synclock must exit with `code` instead.
+/// Takes the lock for `what` (a command line, for messages), within what
+/// is left of the `--wait` budget that began at `start`; `Err(code)` when
+/// synclock must exit with `code` instead.
 fn take_lock(
     cli: &Cli,
     proc: &Proc,
     signals: &Signals,
     what: &str,
+    start: Instant,
 ) -> Result<Result<Held, u8>, Error> {
     let path = &cli.lockfile;
-    let (file, owner) = lock::open_checked(path)?;
     let wait = wait_of(cli);
-    match lock::acquire(file, path, wait, signals, || report_busy(proc, path, wait))? {
-        Outcome::Acquired(file, waited) => {
-            msg::verbose(format_args!(
-                "acquired {} after waiting {}",
-                path.display(),
-                msg::duration(waited)
-            ));
-            Ok(Ok(Held { file, owner }))
-        }
-        Outcome::Busy(waited) => {
-            report_conflict(proc, path, wait, waited);
-            Ok(Err(cli.conflict_exit_code))
-        }
-        Outcome::Interrupted(signal) => {
-            msg::info(format_args!(
-                "interrupted by {signal} while waiting for {}; {what} was not run",
-                path.display()
-            ));
-            Ok(Err(exit::signal_code(signal as i32)))
+    loop {
+        let (file, owner) = lock::open_checked(path)?;
+        match lock::acquire(file, path, wait, start, signals, || report_busy(proc, path, wait))? {
+            // Renamed or replaced while we waited: the lock that counts is
+            // on the file the path names now.
+            Outcome::Acquired(file, _) if !lock::still_at(path, &file) => {
+                msg::verbose(format_args!(
+                    "{} was replaced while we took it; taking it again",
+                    path.display()
+                ));
+            }
+            Outcome::Acquired(file, waited) => {
+                msg::verbose(format_args!(
+                    "acquired {} after waiting {}",
+                    path.display(),
+                    msg::duration(waited)
+                ));
+                return Ok(Ok(Held { file, owner }));
+            }
+            Outcome::Busy(waited) => {
+                report_conflict(proc, path, wait, waited);
+                return Ok(Err(cli.conflict_exit_code));
+            }
+            Outcome::Interrupted(signal) => {
+                msg::info(format_args!(
+                    "interrupted by {signal} while waiting for {}; {what} was not run",
+                    path.display()
+                ));
+                return Ok(Err(exit::signal_code(signal as i32)));
+            }
         }
     }
 }
@@ -312,7 +348,7 @@ fn wait_for_outside(
     let upto =
         limit.map(|limit| format!("; waiting up to {}", msg::duration(limit))).unwrap_or_default();
     msg::info(format_args!(
-        "waiting for {who}, which runs outside synclock; cleaning nothing this time{upto}"
+        "waiting for {who}, which runs outside synclock, without holding the lock{upto}"
     ));
     let deadline = limit.map(|limit| start + limit);
     let mut live = Live::new(start, limit);
@@ -371,6 +407,14 @@ fn lock_id(path: &Path) -> Option<FileId> {
 struct RecordInPlace<'a>(&'a Path);
 
 impl<'a> RecordInPlace<'a> {
+    /// Removes the record before the lock is released, or with `keep`
+    /// leaves it as the mark of an unfinished run.
+    fn release(self, keep: bool) {
+        if keep {
+            std::mem::forget(self);
+        }
+    }
+
     /// Writes the record of this process running `command` since `since`.
     fn put(path: &'a Path, proc: &Proc, command: &[String], since: SystemTime) -> Self {
         let pid = my_pid();

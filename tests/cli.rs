@@ -10,6 +10,7 @@ mod holder;
 mod lockfile_safety;
 mod locking;
 mod nesting;
+mod ordering;
 mod shims;
 mod signals;
 mod startup;

@@ -33,23 +33,28 @@ use crate::signals::{Event, Signals};
 pub const LOCKFILE_VAR: &str = "SYNCLOCK_LOCKFILE";
 
 /// Starts `command` with the locked descriptor `lock` (of `lockfile`)
-/// inherited and named in its environment as `fd_var`, and with the signal
-/// mask `mask`.
+/// inherited and named in its environment as `fd_var` (without one, when an
+/// ancestor holds the lock), and with the signal mask `mask`.
 pub fn spawn(
     command: &[OsString],
-    lock: BorrowedFd<'_>,
+    lock: Option<BorrowedFd<'_>>,
     lockfile: &Path,
     fd_var: &str,
     mask: SigSet,
 ) -> Result<Child, Error> {
-    let fd = lock.as_raw_fd();
+    let fd = lock.map_or(-1, |lock| lock.as_raw_fd());
     let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..]).env(fd_var, fd.to_string()).env(LOCKFILE_VAR, lockfile);
+    cmd.args(&command[1..]).env(LOCKFILE_VAR, lockfile);
+    if fd >= 0 {
+        cmd.env(fd_var, fd.to_string());
+    } else {
+        cmd.env_remove(fd_var);
+    }
     // SAFETY: between fork and exec the closure calls only fcntl and
     // pthread_sigmask, which are async-signal-safe, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+            if fd >= 0 && libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             mask.thread_set_mask().map_err(std::io::Error::from)

@@ -35,23 +35,23 @@ pub enum Outcome {
 }
 
 /// Takes an exclusive flock on `file` (the lockfile at `path`), waiting as
-/// `wait` allows; `busy` is called once when the lock is held by someone
-/// else and we are going to wait.
+/// `wait` allows, counted from `start`; `busy` is called once when the lock
+/// is held by someone else and we are going to wait.
 pub fn acquire(
     file: File,
     path: &Path,
     wait: Wait,
+    start: Instant,
     signals: &Signals,
     busy: impl FnOnce(),
 ) -> Result<Outcome, Error> {
-    let start = Instant::now();
     match file.try_lock() {
-        Ok(()) => return Ok(Outcome::Acquired(file, Duration::ZERO)),
+        Ok(()) => return Ok(Outcome::Acquired(file, start.elapsed())),
         Err(std::fs::TryLockError::WouldBlock) => {}
         Err(std::fs::TryLockError::Error(err)) => return Err(lock_failed(path, &err)),
     }
     let limit = match wait {
-        Wait::No => return Ok(Outcome::Busy(Duration::ZERO)),
+        Wait::No => return Ok(Outcome::Busy(start.elapsed())),
         Wait::Upto(limit) => Some(limit),
         Wait::Forever => None,
     };

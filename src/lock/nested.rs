@@ -7,6 +7,12 @@
 //! descriptor and runs its command directly. The check must not let a forged
 //! or stale value skip the lock: the descriptor has to be open, be the very
 //! file at the lockfile path (device and inode), and hold the flock.
+//!
+//! A command may also close the descriptor before it starts a nested
+//! synclock (Python's `subprocess` closes inherited descriptors by
+//! default). Then the kernel still tells: when /proc/locks and the
+//! ancestors' descriptors show that one of our ancestors holds the lock, we
+//! are inside its locked section and run directly too.
 
 use std::fs::File;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -66,4 +72,13 @@ fn check(fd: RawFd, lockfile: &Path, proc: &Proc) -> Result<(), &'static str> {
     // Closing the duplicate (dropping the File) does not unlock.
     let dup = File::from(borrowed.try_clone_to_owned().map_err(|_| "dup failed")?);
     dup.try_lock().map_err(|_| "it does not hold the lock")
+}
+
+/// The ancestor of ours that holds the lock on the file at `lockfile`, if
+/// one does (from /proc/locks, then each ancestor's fdinfo).
+pub fn held_by_ancestor(lockfile: &Path, proc: &Proc) -> Option<i32> {
+    let (id, _) = look_up(lockfile).ok().flatten()?;
+    let holder = proc.lock_entries(id)?.holder?;
+    let lineage = proc.lineage(std::process::id() as i32);
+    lineage.into_iter().skip(1).find(|&pid| pid == holder || proc.holds(pid, id) == Some(true))
 }

@@ -32,6 +32,13 @@ pub fn look_up(path: &Path) -> Result<Option<(FileId, u32)>, Error> {
     }
 }
 
+/// Whether `path` still names the file open as `file` (not renamed or
+/// replaced since it was opened).
+pub fn still_at(path: &Path, file: &File) -> bool {
+    let opened = fstat(file).map(|stat| FileId::of(&stat)).ok();
+    opened.is_some() && look_up(path).ok().flatten().map(|(id, _)| id) == opened
+}
+
 /// Opens `path` for locking, creating it with mode 0600 when missing, and
 /// refuses anything that is not a private regular file of root or the caller.
 /// Returns the descriptor and the lockfile's owner (from the check's fstat).
@@ -93,8 +100,36 @@ fn open_parent(path: &Path) -> Result<OwnedFd, Error> {
             errno,
             hint: "synclock does not create directories; create it or choose another --lockfile",
         })?;
-    let stat =
-        fstat(&dir).map_err(|errno| os("cannot stat the directory of lockfile", path, errno))?;
+    // Whoever may rename an entry in any directory on the way could move
+    // the held lockfile away, and the next synclock would create and take
+    // a new one: every directory from the lockfile up to `/`, as written
+    // and as resolved, must be safe (as OpenSSH's StrictModes checks).
+    let absolute = std::env::current_dir().unwrap_or_default().join(parent);
+    let resolved = std::fs::canonicalize(&absolute).unwrap_or_else(|_| absolute.clone());
+    for dir in absolute.ancestors().chain(resolved.ancestors()) {
+        let stat = nix::sys::stat::stat(dir)
+            .map_err(|errno| os("cannot stat the directories of lockfile", path, errno))?;
+        check_directory(path, dir, &stat)?;
+    }
+    Ok(dir)
+}
+
+/// Refuses a directory on the lockfile's way that someone other than root
+/// or the caller owns, or that group or others may write without the
+/// sticky bit.
+fn check_directory(path: &Path, dir: &Path, stat: &FileStat) -> Result<(), Error> {
+    let owner = Uid::from_raw(stat.st_uid);
+    if !owner.is_root() && owner != geteuid() {
+        return Err(unsafe_lockfile(
+            path,
+            format!(
+                "its directory {} is owned by uid {owner}{}, who could rename the lockfile \
+                 away while it is held; use a directory only root can write, such as /run",
+                dir.display(),
+                user_name(owner)
+            ),
+        ));
+    }
     let writable_by_others = stat.st_mode & (libc::S_IWGRP | libc::S_IWOTH) != 0;
     if writable_by_others && stat.st_mode & libc::S_ISVTX == 0 {
         return Err(unsafe_lockfile(
@@ -103,11 +138,19 @@ fn open_parent(path: &Path) -> Result<OwnedFd, Error> {
                 "its directory {} is writable by group or others without the sticky bit, so \
                  another user could replace the lockfile; use a directory only root can write, \
                  such as /run",
-                parent.display()
+                dir.display()
             ),
         ));
     }
-    Ok(dir)
+    Ok(())
+}
+
+/// ` (name)` of the account `uid`, or nothing.
+fn user_name(uid: Uid) -> String {
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(String::new, |user| format!(" ({})", user.name))
 }
 
 fn create(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
@@ -153,10 +196,7 @@ fn verified(path: &Path, fd: OwnedFd) -> Result<(File, u32), Error> {
     check_kind(path, &stat)?;
     let owner = Uid::from_raw(stat.st_uid);
     if !owner.is_root() && owner != geteuid() {
-        let name = nix::unistd::User::from_uid(owner)
-            .ok()
-            .flatten()
-            .map_or_else(String::new, |user| format!(" ({})", user.name));
+        let name = user_name(owner);
         return Err(unsafe_lockfile(
             path,
             format!(
