@@ -128,3 +128,28 @@ fn a_lockfile_that_another_user_could_rename_away_is_refused() {
         assert!(!ran.exists());
     }
 }
+
+#[test]
+fn a_lockfile_renamed_while_waited_for_is_taken_again_at_its_path() {
+    // The waiter opened the lockfile; it is renamed away before the waiter
+    // gets it. Holding the renamed file excludes nobody who opens the path
+    // afterwards, so the waiter takes the lock at the path again.
+    let env = TestEnv::new();
+    let mut holder = env.holder();
+    let ran = env.path("ran");
+    let mut waiter =
+        Bg::spawn(env.synclock(["-v", "--wait", "20", "--", "touch", ran.to_str().unwrap()]));
+    waiter.expect_stderr("is held by");
+    fs::rename(env.lockfile(), env.path("moved.lock")).unwrap();
+    holder.release();
+    assert_eq!(holder.finish().code(), Some(0));
+    let out = waiter.finish();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("was replaced while we took it; taking it again"),
+        "{}",
+        out.stderr
+    );
+    assert!(ran.exists());
+    assert!(env.lockfile().exists(), "a new lockfile at the path");
+}
