@@ -75,6 +75,16 @@ pub struct Cli {
     #[arg(long)]
     pub no_clean: bool,
 
+    /// Do not look for syncs that run outside synclock, for a COMMAND that
+    /// is no Portage sync (env SYNCLOCK_NO_OUTSIDE_CHECK).
+    #[arg(
+        long,
+        env = "SYNCLOCK_NO_OUTSIDE_CHECK",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
+    pub no_outside_check: bool,
+
     /// Do not run COMMAND if the same command line finished successfully
     /// under the lock while this invocation waited (env SYNCLOCK_COALESCE).
     #[arg(

@@ -157,6 +157,11 @@ mod tests {
         write_atomic(&path, b"two\n").unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep", "not followed");
         assert_eq!(read_trusted(&path, owner).unwrap(), "two\n");
+        // A second name of another file is replaced, not written through.
+        fs::remove_file(&path).unwrap();
+        fs::hard_link(&target, &path).unwrap();
+        write_atomic(&path, b"three\n").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep", "not written through");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "no temp file left");
         assert_eq!(unescape(&escape("a\\b\nc\td")), "a\\b\nc\td");
     }

@@ -185,26 +185,6 @@ mod tests {
     }
 
     #[test]
-    fn a_history_is_never_written_through_a_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("l");
-        let owner = nix::unistd::geteuid().as_raw();
-        // A symlink to elsewhere, or a file with a second name: never
-        // written through.
-        let elsewhere = dir.path().join("elsewhere");
-        std::fs::write(&elsewhere, "keep").unwrap();
-        std::os::unix::fs::symlink(&elsewhere, path_for(&lock)).unwrap();
-        remember(&lock, run(&["a"], 0)).unwrap();
-        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
-        assert_eq!(read(&lock, owner)[0].command, ["a"]);
-        std::fs::remove_file(path_for(&lock)).unwrap();
-        std::fs::hard_link(&elsewhere, path_for(&lock)).unwrap();
-        remember(&lock, run(&["b"], 0)).unwrap();
-        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
-        assert_eq!(read(&lock, owner)[0].command, ["b"]);
-    }
-
-    #[test]
     fn remember_keeps_one_entry_per_command_and_a_bound() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("l");

@@ -3,6 +3,7 @@
 //! plain values (paths, durations, a borrowed descriptor), never [`Cli`].
 
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,9 +19,9 @@ use crate::history;
 use crate::holder::{self, record};
 use crate::lock::{self, Held, Outcome, Wait};
 use crate::msg::{self, Live};
-use crate::proc::{FileId, Proc, Process};
+use crate::proc::{FileId, Proc};
 use crate::repos::{self, Repo};
-use crate::scan::{self, Gone};
+use crate::scan::{self, Gone, Ours, Outside};
 use crate::signals::Signals;
 
 /// Carries out the parsed command line and returns the exit code.
@@ -29,20 +30,22 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     let proc = Proc::system();
     match cli.action {
         Some(Action::Status { json }) => holder::status::run(&proc, &cli.lockfile, json),
-        Some(Action::Clean { dry_run }) => clean_only(&cli, &proc, dry_run),
-        None => run_command(&cli, &proc),
+        Some(Action::Clean { dry_run }) => locked_run(&cli, &proc, Some(dry_run)),
+        None => locked_run(&cli, &proc, None),
     }
 }
 
-/// `synclock [OPTIONS] COMMAND`: the whole life of a wrapped run.
-fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
+/// The whole life of a run under the lock: of COMMAND, or with `clean`
+/// (`Some(dry_run)`) of the cleaning alone.
+fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> {
     let path = &cli.lockfile;
-    let shown = msg::command_line(&cli.command);
+    let shown = if clean.is_some() { "cleaning".into() } else { msg::command_line(&cli.command) };
     let began = SystemTime::now();
     let start = Instant::now();
     let signals = Signals::block()?;
 
-    // Nested under a synclock (or another holder) of this lock: run at once.
+    // Nested under a synclock (or another holder) of this lock: COMMAND
+    // runs at once; cleaning is not for a sync in progress.
     let inherited = lock::inherited(path, proc);
     let ancestor = inherited.is_none().then(|| lock::held_by_ancestor(path, proc)).flatten();
     if inherited.is_some() || ancestor.is_some() {
@@ -50,6 +53,13 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
             (Some(fd), _) => format!("inherited descriptor {fd}"),
             (None, pid) => format!("ancestor PID {}", pid.unwrap_or_default()),
         };
+        if clean.is_some() {
+            msg::info(format_args!(
+                "{} is held by a sync that runs us ({by}); not cleaning under a sync in progress",
+                path.display()
+            ));
+            return Ok(0);
+        }
         msg::verbose(format_args!(
             "{} is already held for us ({by}); running {shown}",
             path.display()
@@ -82,7 +92,8 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
             Ok(held) => held,
             Err(code) => return Ok(code),
         };
-        if !cli.force
+        if clean.is_none()
+            && !cli.force
             && (cli.coalesce || cli.min_interval.is_some())
             && already_done(cli, &shown, &words, &history::read(path, held.owner), began)
         {
@@ -91,29 +102,56 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
         interrupted =
             interrupted.or_else(|| record::read(path, held.owner)).filter(|r| r.pid != my_pid());
         let acquired = SystemTime::now();
-        let record = RecordInPlace::put(path, proc, &words, acquired);
-        let outside = outside_syncs(proc, path, plan.as_ref());
+        // A dry run changes nothing, the record included.
+        let record =
+            (clean != Some(true)).then(|| RecordInPlace::put(path, proc, &words, acquired));
+        let outside = outside_syncs(cli, proc, plan.as_ref());
         if outside.is_empty() {
             break (held, record, acquired);
         }
         // A record of an unfinished run stays until someone cleans after it.
-        record.release(interrupted.is_some());
+        if let Some(record) = record {
+            record.release(interrupted.is_some());
+        }
         drop(held);
-        if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside)? {
+        if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside, &shown)? {
+            if let (Some(_), Some(plan)) = (clean, &plan) {
+                clean::run(plan, proc, interrupted.is_some(), clean::Mode::Leave);
+            }
             return Ok(code);
         }
     };
 
     // The leftovers of killed syncs.
-    if let (false, Some(plan)) = (cli.no_clean, &plan) {
-        say_interrupted(interrupted.as_ref());
-        clean::run(plan, proc, interrupted.is_some(), false);
+    let mode = match clean {
+        Some(true) => clean::Mode::DryRun,
+        Some(false) | None => clean::Mode::Remove,
+    };
+    let summary = match &plan {
+        Some(plan) if !cli.no_clean || clean.is_some() => {
+            clean::run(plan, proc, interrupted.is_some(), mode)
+        }
+        Some(_) | None => clean::Summary::default(),
+    };
+    if mode == clean::Mode::Remove && (!cli.no_clean || clean.is_some()) {
+        say_interrupted(interrupted.as_ref(), &summary.recovered);
     }
 
     // A signal that came since the lock was had: stop before COMMAND.
     if let Some(signal) = signals.pending()? {
-        msg::info(format_args!("interrupted by {signal} before {shown} started; it was not run"));
+        match clean {
+            Some(_) => msg::info(format_args!("interrupted by {signal} while cleaning")),
+            None => msg::info(format_args!(
+                "interrupted by {signal} before {shown} started; it was not run"
+            )),
+        }
         return Ok(exit::signal_code(signal as i32));
+    }
+    if clean.is_some() {
+        if summary.items == 0 && summary.failures == 0 {
+            msg::info(format_args!("nothing to clean"));
+        }
+        return Ok(if summary.failures > 0 { exit::FAILURE } else { 0 });
     }
 
     // COMMAND, supervised.
@@ -146,55 +184,19 @@ fn run_command(cli: &Cli, proc: &Proc) -> Result<u8, Error> {
     Ok(exit::code_of(status))
 }
 
-/// `synclock clean`: take the lock with no sync running outside it (as a
-/// wrapped run does), clean, release.
-fn clean_only(cli: &Cli, proc: &Proc, dry_run: bool) -> Result<u8, Error> {
+/// Syncs of the `plan`'s repositories that run outside synclock now, as
+/// the holder of the lock at `path` sees them (none when `cli` says not
+/// to look).
+fn outside_syncs(cli: &Cli, proc: &Proc, plan: Option<&clean::Plan>) -> Vec<Outside> {
+    if cli.no_outside_check {
+        return Vec::new();
+    }
     let path = &cli.lockfile;
-    let start = Instant::now();
-    let signals = Signals::block()?;
-    let plan = plan(cli);
-    let held = loop {
-        let held = match take_lock(cli, proc, &signals, "cleaning", start)? {
-            Ok(held) => held,
-            Err(code) => return Ok(code),
-        };
-        let outside = outside_syncs(proc, path, plan.as_ref());
-        if outside.is_empty() {
-            break held;
-        }
-        drop(held);
-        if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside)? {
-            return Ok(code);
-        }
-    };
-    let interrupted = record::read(path, held.owner);
-    let summary = match &plan {
-        Some(plan) => {
-            if !dry_run {
-                say_interrupted(interrupted.as_ref());
-            }
-            clean::run(plan, proc, interrupted.is_some(), dry_run)
-        }
-        None => clean::Summary::default(),
-    };
-    if interrupted.is_some() && !dry_run {
-        record::remove(path);
-    }
-    if let Some(signal) = signals.pending()? {
-        msg::info(format_args!("interrupted by {signal} while cleaning"));
-        return Ok(exit::signal_code(signal as i32));
-    }
-    if summary.items == 0 && summary.failures == 0 {
-        msg::info(format_args!("nothing to clean"));
-    }
-    Ok(if summary.failures > 0 { exit::FAILURE } else { 0 })
-}
-
-/// Syncs that run outside synclock now, as the holder of the lock at
-/// `path` sees them; rsync and git count under the `plan`'s repositories.
-fn outside_syncs(proc: &Proc, path: &Path, plan: Option<&clean::Plan>) -> Vec<Process> {
     scan::outside_syncs(proc, my_pid(), lock_id(path), || {
-        plan.map(clean::Plan::locations).unwrap_or_default()
+        let locations = plan.map(clean::Plan::locations).unwrap_or_default();
+        let owners = locations.iter().filter_map(|l| std::fs::metadata(l).ok()).map(|m| m.uid());
+        let uids = [0].into_iter().chain(repos::portage_uid()).chain(owners).collect();
+        Ours { names: plan.map(clean::Plan::names).unwrap_or_default(), locations, uids }
     })
 }
 
@@ -222,7 +224,9 @@ fn take_lock(
     let wait = wait_of(cli);
     loop {
         let (file, owner) = lock::open_checked(path)?;
-        match lock::acquire(file, path, wait, start, signals, || report_busy(proc, path, wait))? {
+        match lock::acquire(file, path, wait, start, signals, || {
+            report_holder(proc, path, wait, None)
+        })? {
             // Renamed or replaced while we waited: the lock that counts is
             // on the file the path names now.
             Outcome::Acquired(file, _) if !lock::still_at(path, &file) => {
@@ -240,7 +244,7 @@ fn take_lock(
                 return Ok(Ok(Held { file, owner }));
             }
             Outcome::Busy(waited) => {
-                report_conflict(proc, path, wait, waited);
+                report_holder(proc, path, wait, Some(waited));
                 return Ok(Err(cli.conflict_exit_code));
             }
             Outcome::Interrupted(signal) => {
@@ -257,12 +261,22 @@ fn take_lock(
 /// The repositories to clean, from repos.conf and `--repo`; `None` when
 /// repos.conf has an error (Portage then ignores all of it).
 fn plan(cli: &Cli) -> Option<clean::Plan> {
-    let extra = cli.repos.iter().map(|dir| Repo {
-        name: dir.display().to_string(),
-        location: dir.clone(),
-        sync_type: None,
-        sync_rcu: false,
-        rcu_store_dir: None,
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let extra = cli.repos.iter().map(|dir| {
+        let location = cwd.join(dir);
+        if !location.is_dir() {
+            msg::info(format_args!(
+                "--repo {}: no such directory; nothing is cleaned there",
+                location.display()
+            ));
+        }
+        Repo {
+            name: location.display().to_string(),
+            location,
+            sync_type: None,
+            sync_rcu: false,
+            rcu_store_dir: None,
+        }
     });
     match repos::discover() {
         Ok(found) => Some(clean::Plan::new(
@@ -320,25 +334,24 @@ fn already_done(
 }
 
 /// Waits, within the `--wait` budget that began at `start`, for syncs that
-/// run outside synclock; `Some(code)` when synclock must exit with it.
+/// run outside synclock (`what` is what waits for them, for messages);
+/// `Some(code)` when synclock must exit with it.
 fn wait_for_outside(
     cli: &Cli,
     proc: &Proc,
     signals: &Signals,
     start: Instant,
-    outside: &[Process],
+    outside: &[Outside],
+    what: &str,
 ) -> Result<Option<u8>, Error> {
-    let first = &outside[0];
-    let more = match outside.len() {
-        1 => String::new(),
-        n => format!(" and {} more", n - 1),
-    };
-    let who = format!("PID {} ({}){more}", first.pid, msg::command_line(&first.command));
+    let who = name_outside(outside);
+    let runs = if outside.len() == 1 { "runs" } else { "run" };
     let wait = wait_of(cli);
     let limit = match wait {
         Wait::No => {
             msg::info(format_args!(
-                "{who} runs outside synclock; not waiting (--nonblock or --wait 0)"
+                "{who} {runs} outside synclock; not waiting (--nonblock or --wait 0); {what} was \
+                 not run"
             ));
             return Ok(Some(cli.conflict_exit_code));
         }
@@ -348,33 +361,64 @@ fn wait_for_outside(
     let upto =
         limit.map(|limit| format!("; waiting up to {}", msg::duration(limit))).unwrap_or_default();
     msg::info(format_args!(
-        "waiting for {who}, which runs outside synclock, without holding the lock{upto}"
+        "waiting for {who}, which {runs} outside synclock, without holding the lock{upto}"
     ));
     let deadline = limit.map(|limit| start + limit);
     let mut live = Live::new(start, limit);
-    match scan::wait_gone(proc, outside, deadline, signals, &mut live)? {
+    let gone = scan::wait_gone(proc, outside, deadline, signals, &mut live)?;
+    drop(live);
+    match gone {
         Gone::All => Ok(None),
         Gone::TimedOut => {
-            drop(live);
-            msg::info(format_args!("gave up waiting; {who} still runs outside synclock"));
+            msg::info(format_args!(
+                "gave up waiting after {}; {who} still {runs} outside synclock; {what} was not run",
+                msg::duration(limit.unwrap_or_default())
+            ));
             Ok(Some(cli.conflict_exit_code))
         }
         Gone::Interrupted(signal) => {
-            drop(live);
             msg::info(format_args!(
-                "interrupted by {signal} while waiting for {who}; nothing was run"
+                "interrupted by {signal} while waiting for {who}; {what} was not run"
             ));
             Ok(Some(exit::signal_code(signal as i32)))
         }
     }
 }
 
-/// Says that the run whose record was left behind never finished.
-fn say_interrupted(interrupted: Option<&record::Record>) {
+/// Up to three syncs outside the lock in words (then "and N more"), each
+/// with the other lockfile it holds, if any: a configuration mistake.
+fn name_outside(outside: &[Outside]) -> String {
+    let named: Vec<String> = outside
+        .iter()
+        .take(3)
+        .map(|o| {
+            let other = o.lockfile.as_ref().map_or_else(String::new, |lockfile| {
+                format!(
+                    ", under another lockfile {}: give it the same --lockfile",
+                    lockfile.display()
+                )
+            });
+            format!("PID {} ({}{other})", o.process.pid, msg::command_line(&o.process.command))
+        })
+        .collect();
+    match (named.as_slice(), outside.len()) {
+        ([one], 1) => one.clone(),
+        ([first @ .., last], n) if n <= 3 => format!("{} and {last}", first.join(", ")),
+        (all, n) => format!("{} and {} more", all.join(", "), n - 3),
+    }
+}
+
+/// Says that the run whose record was left behind never finished, and
+/// what was `recovered` for each repository.
+fn say_interrupted(interrupted: Option<&record::Record>, recovered: &[String]) {
     if let Some(record) = interrupted {
+        let done = if recovered.is_empty() {
+            "no repository needed recovering".to_string()
+        } else {
+            recovered.join("; ")
+        };
         msg::info(format_args!(
-            "the previous run under this lock (PID {}: {}, started {}) did not finish; \
-             forcing a full compare of its rsync and webrsync repositories",
+            "the previous run under this lock (PID {}: {}, started {}) did not finish; {done}",
             record.pid,
             msg::command_line(&record.command),
             humantime::format_rfc3339_seconds(record.since)
@@ -442,41 +486,29 @@ impl Drop for RecordInPlace<'_> {
     }
 }
 
-/// Who holds the lock, in words, for the waiting and giving-up lines.
-fn holder_words(proc: &Proc, path: &Path) -> String {
+/// The one line said when the lock is busy: before waiting (`waited` is
+/// `None`; on a terminal the live line follows), or when giving up.
+fn report_holder(proc: &Proc, path: &Path, wait: Wait, waited: Option<Duration>) {
+    if !msg::enabled(msg::Level::Normal) {
+        return;
+    }
     let holder = holder::inspect(proc, path).ok().and_then(|inspection| inspection.holder);
-    holder.map_or_else(|| "another process".to_string(), |h| holder::describe(&h))
-}
-
-/// The one line said when the lock is busy and we wait (on a terminal, the
-/// live line follows).
-fn report_busy(proc: &Proc, path: &Path, wait: Wait) {
-    if !msg::enabled(msg::Level::Normal) {
-        return;
-    }
-    let limit = match wait {
-        Wait::Upto(limit) => format!("waiting up to {}", msg::duration(limit)),
-        Wait::No | Wait::Forever => "waiting".to_string(),
-    };
-    msg::info(format_args!("{} is held by {}; {limit}", path.display(), holder_words(proc, path)));
-}
-
-/// The one line said when the lock could not be had.
-fn report_conflict(proc: &Proc, path: &Path, wait: Wait, waited: Duration) {
-    if !msg::enabled(msg::Level::Normal) {
-        return;
-    }
-    let holder = holder_words(proc, path);
+    let holder = holder.map_or_else(|| "another process".to_string(), |h| holder::describe(&h));
     let shown = path.display();
-    match wait {
-        Wait::No => msg::info(format_args!(
+    match (wait, waited) {
+        (Wait::No, _) => msg::info(format_args!(
             "{shown} is held by {holder}; not waiting (--nonblock or --wait 0)"
         )),
-        Wait::Upto(limit) => msg::info(format_args!(
+        (Wait::Upto(limit), None) => msg::info(format_args!(
+            "{shown} is held by {holder}; waiting up to {}",
+            msg::duration(limit)
+        )),
+        (Wait::Forever, None) => msg::info(format_args!("{shown} is held by {holder}; waiting")),
+        (Wait::Upto(limit), Some(waited)) => msg::info(format_args!(
             "gave up after {}; {shown} is still held by {holder}",
             msg::duration(limit.max(Duration::from_secs(waited.as_secs())))
         )),
-        Wait::Forever => msg::info(format_args!("{shown} is still held by {holder}")),
+        (Wait::Forever, Some(_)) => msg::info(format_args!("{shown} is still held by {holder}")),
     }
 }
 

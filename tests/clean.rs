@@ -2,9 +2,8 @@
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
 
@@ -106,11 +105,6 @@ impl Portage {
     }
 }
 
-fn age(path: &Path, by: Duration) {
-    let file = fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(SystemTime::now() - by).unwrap();
-}
-
 #[test]
 fn every_leftover_is_cleaned_and_nothing_else() {
     let p = Portage::new();
@@ -143,22 +137,18 @@ fn every_leftover_is_cleaned_and_nothing_else() {
     p.write("tmp/portage/webrsync.q1w2e3/x", "");
     p.write("tmp/emerge-webrsync.toolong1/keep", "");
     p.write("tmp/gemato.abcdefgh/keep", "");
-    // Row 7: git locks, old and young.
+    // Row 7: git locks, whatever their age (nobody has them open).
     p.conf("git.conf", "[overlay]\nlocation = @/repos/overlay\nsync-type = git\n");
     p.write("repos/overlay/.git/HEAD", "ref: refs/heads/master\n");
     p.write("repos/overlay/.git/refs/heads/master", "0123\n");
-    for (lock, old) in [
-        (".git/index.lock", true),
-        (".git/refs/heads/feature.lock", true),
-        (".git/objects/pack/tmp_pack_Xy12", true),
-        (".git/shallow.lock", false),
-        (".git/gc.pid", true),
+    for lock in [
+        ".git/index.lock",
+        ".git/refs/heads/feature.lock",
+        ".git/objects/pack/tmp_pack_Xy12",
+        ".git/shallow.lock",
+        ".git/gc.pid",
     ] {
-        let rel = format!("repos/overlay/{lock}");
-        p.write(&rel, "");
-        if old {
-            age(&p.path(&rel), Duration::from_secs(3600));
-        }
+        p.write(&format!("repos/overlay/{lock}"), "");
     }
 
     let out = run(p.synclock(["--", "sh", "-c", "echo ran"]));
@@ -181,6 +171,7 @@ fn every_leftover_is_cleaned_and_nothing_else() {
         "repos/overlay/.git/index.lock",
         "repos/overlay/.git/refs/heads/feature.lock",
         "repos/overlay/.git/objects/pack/tmp_pack_Xy12",
+        "repos/overlay/.git/shallow.lock",
     ] {
         assert!(!p.exists(gone), "{gone} was not cleaned: {}", out.stderr);
     }
@@ -197,7 +188,6 @@ fn every_leftover_is_cleaned_and_nothing_else() {
         "repos/zip/.info",
         "tmp/emerge-webrsync.toolong1/keep",
         "tmp/gemato.abcdefgh/keep",
-        "repos/overlay/.git/shallow.lock",
         "repos/overlay/.git/gc.pid",
         "repos/overlay/.git/HEAD",
     ] {
@@ -467,6 +457,7 @@ fn clean_dry_run_removes_nothing_then_clean_removes() {
     p.rsync_repo("gentoo", 10);
     let out = run(p.synclock(["clean", "--dry-run"]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let listed = out.stdout.lines().count();
     let quarantine = p.path(&format!("repos/gentoo/{QUARANTINE}"));
     assert!(
         out.stdout.contains(&format!("would remove {}", quarantine.display())),
@@ -479,8 +470,8 @@ fn clean_dry_run_removes_nothing_then_clean_removes() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(!quarantine.exists());
     assert!(!p.exists("repos/gentoo/metadata/timestamp.chk"));
-    // One summary line by default; -v would also list the timestamp.
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    // The same things as the dry run listed: the quarantine, the timestamp.
+    assert_eq!((listed, out.stderr.lines().count()), (2, 2), "{}", out.stderr);
     assert!(out.stderr.contains("(28 entries)"), "{}", out.stderr); // 1 + 7 + 10 + 10
     let out = run(p.synclock(["clean"]));
     assert!(out.stderr.contains("nothing to clean"), "{}", out.stderr);
@@ -599,4 +590,198 @@ fn a_signal_while_cleaning_ends_the_run_before_the_command() {
         );
         assert!(!ran.exists(), "{signal}: the command started");
     }
+}
+
+/// A stand-in sync that any user may run: a script in a directory of its
+/// own, readable by all.
+fn public_stand_in(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new().prefix("synclock-public").tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join(name);
+    fs::write(&path, STAND_IN).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn another_users_sync_never_delays_roots_run() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a stand-in as another user");
+        return;
+    }
+    let p = Portage::exclusive();
+    p.rsync_repo("gentoo", 0);
+    let (_dir, emerge) = public_stand_in("emerge");
+    let mut theirs = Bg::spawn({
+        let mut cmd = hermetic("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&emerge).arg("--sync");
+        cmd
+    });
+    theirs.expect_stdout("started");
+    let out = run(p.synclock(["-n", "--", "true"]));
+    assert_eq!(out.code(), Some(0), "nobody's sync delayed root's: {}", out.stderr);
+    theirs.release();
+    theirs.finish();
+    // The same stand-in as root is waited for.
+    let mut roots = Bg::spawn({
+        let mut cmd = hermetic(&emerge);
+        cmd.arg("--sync");
+        cmd
+    });
+    roots.expect_stdout("started");
+    refused_for_the_outside_sync(&p, roots.pid);
+    roots.release();
+    roots.finish();
+}
+
+#[test]
+fn a_front_end_syncing_another_repository_does_not_delay() {
+    let p = Portage::exclusive();
+    p.rsync_repo("gentoo", 0);
+    p.script("bin/emaint", STAND_IN);
+    for (repo, delays) in [("other", false), ("gentoo", true)] {
+        let mut emaint = Bg::spawn({
+            let mut cmd = hermetic(p.path("bin/emaint"));
+            cmd.args(["sync", "-r", repo]);
+            cmd
+        });
+        emaint.expect_stdout("started");
+        if delays {
+            refused_for_the_outside_sync(&p, emaint.pid);
+        } else {
+            let out = run(p.synclock(["-n", "--", "true"]));
+            assert_eq!(out.code(), Some(0), "emaint sync -r {repo}: {}", out.stderr);
+        }
+        emaint.release();
+        emaint.finish();
+    }
+}
+
+#[test]
+fn a_sync_under_another_lockfile_is_named_with_it() {
+    let p = Portage::exclusive();
+    p.script("bin/emerge", STAND_IN);
+    let other = p.path("other.lock");
+    let mut elsewhere = Bg::spawn({
+        let mut cmd = hermetic(BIN);
+        cmd.arg("--lockfile").arg(&other).arg("--").arg(p.path("bin/emerge")).arg("--sync");
+        cmd.env("PORTAGE_REPOSITORIES", "");
+        cmd
+    });
+    elsewhere.expect_stdout("started");
+    let out = run(p.synclock(["-n", "--", "true"]));
+    assert_eq!(out.code(), Some(75), "{}", out.stderr);
+    let want = format!("under another lockfile {}: give it the same --lockfile", other.display());
+    assert!(out.stderr.contains(&want), "{}", out.stderr);
+    elsewhere.release();
+    elsewhere.finish();
+}
+
+#[test]
+fn the_outside_check_can_be_switched_off() {
+    let p = Portage::exclusive();
+    let mut emerge = p.unwrapped_emerge_sync();
+    let out = run(p.synclock(["-n", "--no-outside-check", "--", "true"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let mut cmd = p.synclock(["-n", "--", "true"]);
+    cmd.env("SYNCLOCK_NO_OUTSIDE_CHECK", "yes");
+    let out = run(cmd);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    emerge.release();
+    emerge.finish();
+}
+
+#[test]
+fn the_waiting_line_names_three_syncs_and_counts_the_rest() {
+    let p = Portage::exclusive();
+    p.script("bin/eix-sync", STAND_IN);
+    let mut syncs: Vec<Bg> = (0..4).map(|_| Bg::spawn(hermetic(p.path("bin/eix-sync")))).collect();
+    for sync in &mut syncs {
+        sync.expect_stdout("started");
+    }
+    let out = run(p.synclock(["-n", "--", "true"]));
+    assert_eq!(out.code(), Some(75), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert_eq!(out.stderr.matches("PID ").count(), 3, "{}", out.stderr);
+    assert!(out.stderr.contains(") and 1 more run outside synclock"), "{}", out.stderr);
+    for mut sync in syncs {
+        sync.release();
+        sync.finish();
+    }
+}
+
+#[test]
+fn a_git_lock_is_stale_once_nobody_has_it_open() {
+    let p = Portage::new();
+    p.conf("git.conf", "[overlay]\nlocation = @/repos/overlay\nsync-type = git\n");
+    p.write("repos/overlay/.git/HEAD", "ref: refs/heads/master\n");
+    p.write("repos/overlay/.git/refs/heads/master", "0123\n");
+    p.write("repos/overlay/.git/shallow.lock", "");
+    let lock = p.path("repos/overlay/.git/shallow.lock");
+    // git holds its lock files open; a shell merely sitting in the
+    // repository does not count.
+    let mut git = Bg::spawn({
+        let mut cmd = hermetic("sh");
+        cmd.args(["-c", "exec 3<\"$1\"; echo started; read _ || true", "sh"]).arg(&lock);
+        cmd
+    });
+    git.expect_stdout("started");
+    let mut idle = Bg::spawn({
+        let mut cmd = hermetic("sh");
+        cmd.args(["-c", "echo started; read _ || true"]).current_dir(p.path("repos/overlay"));
+        cmd
+    });
+    idle.expect_stdout("started");
+    let out = run(p.synclock(["--", "true"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(lock.exists(), "removed while open: {}", out.stderr);
+    let want = format!("left git lock {} alone: PID {} has it open", lock.display(), git.pid);
+    assert!(out.stderr.contains(&want), "{}", out.stderr);
+    git.release();
+    git.finish();
+    let out = run(p.synclock(["--", "true"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!lock.exists(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("removed stale git lock {}", lock.display())),
+        "{}",
+        out.stderr
+    );
+    idle.release();
+    idle.finish();
+}
+
+#[test]
+fn clean_says_what_it_left_for_a_sync_outside_the_lock() {
+    let p = Portage::exclusive();
+    p.rsync_repo("gentoo", 3);
+    let mut emerge = p.unwrapped_emerge_sync();
+    let quarantine = p.path(&format!("repos/gentoo/{QUARANTINE}"));
+    for args in [&["-n", "clean"][..], &["-n", "clean", "--dry-run"], &["-n", "-E", "3", "clean"]] {
+        let mut cmd = p.synclock([]);
+        cmd.args(args);
+        let out = run(cmd);
+        let code = if args.contains(&"-E") { 3 } else { 75 };
+        assert_eq!(out.code(), Some(code), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("cleaning was not run"), "{}", out.stderr);
+        let left = format!("left {} (", quarantine.display());
+        assert!(out.stderr.contains(&left), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("nothing to clean"), "{}", out.stderr);
+        assert!(quarantine.exists());
+    }
+    emerge.release();
+    emerge.finish();
+}
+
+#[test]
+fn repo_paths_are_taken_from_the_working_directory_or_warned_about() {
+    let p = Portage::new();
+    p.write(&format!("repos/mine/{QUARANTINE}/x"), "");
+    let mut cmd = p.synclock(["--repo", "mine", "--repo", "missing", "--", "true"]);
+    cmd.current_dir(p.path("repos"));
+    let out = run(cmd);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!p.exists(&format!("repos/mine/{QUARANTINE}")), "{}", out.stderr);
+    let warning = format!("--repo {}: no such directory", p.path("repos/missing").display());
+    assert!(out.stderr.contains(&warning), "{}", out.stderr);
 }

@@ -29,7 +29,7 @@ _synclock() {
 
     case "${cmd}" in
         synclock)
-            opts="-w -n -E -q -v -h -V --lockfile --wait --nonblock --conflict-exit-code --quiet --verbose --repo --no-clean --coalesce --min-interval --force --help --version status clean"
+            opts="-w -n -E -q -v -h -V --lockfile --wait --nonblock --conflict-exit-code --quiet --verbose --repo --no-clean --no-outside-check --coalesce --min-interval --force --help --version status clean"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_synclock_global_optspecs
-    string join \n lockfile= w/wait= n/nonblock E/conflict-exit-code= q/quiet v/verbose repo= no-clean coalesce min-interval= force h/help V/version
+    string join \n lockfile= w/wait= n/nonblock E/conflict-exit-code= q/quiet v/verbose repo= no-clean no-outside-check coalesce min-interval= force h/help V/version
 end
 
 function __fish_synclock_needs_command
@@ -33,6 +33,7 @@ complete -c synclock -n "__fish_synclock_needs_command" -s n -l nonblock -d 'Fai
 complete -c synclock -n "__fish_synclock_needs_command" -s q -l quiet -d 'Say nothing but errors'
 complete -c synclock -n "__fish_synclock_needs_command" -s v -l verbose -d 'Also report the time spent waiting and the release of the lock'
 complete -c synclock -n "__fish_synclock_needs_command" -l no-clean -d 'Do not clean stale sync leftovers before running COMMAND'
+complete -c synclock -n "__fish_synclock_needs_command" -l no-outside-check -d 'Do not look for syncs that run outside synclock, for a COMMAND that is no Portage sync (env SYNCLOCK_NO_OUTSIDE_CHECK)'
 complete -c synclock -n "__fish_synclock_needs_command" -l coalesce -d 'Do not run COMMAND if the same command line finished successfully under the lock while this invocation waited (env SYNCLOCK_COALESCE)'
 complete -c synclock -n "__fish_synclock_needs_command" -l force -d 'Run COMMAND even when --coalesce or --min-interval would skip it'
 complete -c synclock -n "__fish_synclock_needs_command" -s h -l help -d 'Print help'

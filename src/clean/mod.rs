@@ -8,8 +8,8 @@
 //! 5. zipfile `L/.tempXXXXXXXX` directories;
 //! 6. emerge-webrsync / delta-webrsync temp dirs under PORTAGE_TMPDIR (then
 //!    the gentoo repo's `metadata/timestamp.x` if a snapshot was unpacked);
-//! 7. stale git lock files, only when no process uses the repository and
-//!    they are older than [`GIT_LOCK_MIN_AGE`].
+//! 7. stale git lock files: those no process has open, in a repository where
+//!    no git process works.
 //!
 //! After an interrupted wrapped run, the rsync and webrsync repos may be
 //! half-copied: their `metadata/timestamp.chk` / `timestamp.x` are removed so
@@ -24,7 +24,6 @@ use std::cell::OnceCell;
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use nix::libc;
 use nix::sys::stat::fstat;
@@ -33,17 +32,30 @@ mod remove;
 
 use crate::msg;
 use crate::proc::Proc;
-use crate::repos::Repo;
+use crate::repos::{self, Repo};
 use remove::{kind, open_dir, open_subdir, stat_at};
 
 /// The quarantine a hardlink rsync sync works in (row 1).
 pub const QUARANTINE: &str = ".tmp-unverified-download-quarantine";
-/// How old a git lock file must be before it counts as stale (row 7).
-pub const GIT_LOCK_MIN_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// What cleaning does with what it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Remove it, saying so in one line each.
+    Remove,
+    /// List it on stdout (`clean --dry-run`) and remove nothing.
+    DryRun,
+    /// Say in one line each that it is left in place (a sync runs outside
+    /// the lock), and remove nothing.
+    Leave,
+}
 
 /// What a cleaning pass did.
 #[derive(Debug, Default)]
 pub struct Summary {
+    /// After an interrupted run, what was done for each repository, in
+    /// words (`gentoo: forced a full compare`).
+    pub recovered: Vec<String>,
     /// Items removed (or, in a dry run, that would be).
     pub items: usize,
     /// Entries removed in all.
@@ -78,6 +90,11 @@ impl Plan {
         self.repos.iter().filter_map(|(repo, location)| Some((repo, location.as_deref()?)))
     }
 
+    /// The names of the repositories.
+    pub fn names(&self) -> Vec<String> {
+        self.repos.iter().map(|(repo, _)| repo.name.clone()).collect()
+    }
+
     /// Every repository location, as written and as resolved: where rsync
     /// and git count as syncs.
     pub fn locations(&self) -> Vec<PathBuf> {
@@ -90,9 +107,9 @@ impl Plan {
 /// Cleans the leftovers of the planned repositories and of webrsync
 /// (`proc` tells who uses a repository). With `interrupted`, the previous
 /// wrapped run did not finish.
-pub fn run(plan: &Plan, proc: &Proc, interrupted: bool, dry_run: bool) -> Summary {
+pub fn run(plan: &Plan, proc: &Proc, interrupted: bool, mode: Mode) -> Summary {
     let mut cleaner =
-        Cleaner { dry_run, proc, summary: Summary::default(), portage_uid: OnceCell::new() };
+        Cleaner { mode, proc, summary: Summary::default(), portage_uid: OnceCell::new() };
     for (repo, location) in plan.located() {
         cleaner.repo(repo, location);
     }
@@ -141,7 +158,7 @@ fn location(repo: &Repo) -> Option<PathBuf> {
 }
 
 struct Cleaner<'a> {
-    dry_run: bool,
+    mode: Mode,
     proc: &'a Proc,
     summary: Summary,
     /// Looked up only when an owner is neither root nor the repository's
@@ -183,7 +200,13 @@ impl Cleaner<'_> {
             self.zipfile(&dir, location, repo_owner);
         }
         if repo.is("git") {
-            self.git(&dir, location);
+            let removed = self.git(&dir, location);
+            if removed > 0 {
+                let s = if removed == 1 { "" } else { "s" };
+                self.summary
+                    .recovered
+                    .push(format!("{}: removed {removed} git lock{s}", repo.name));
+            }
         }
     }
 
@@ -302,10 +325,13 @@ impl Cleaner<'_> {
         }
     }
 
-    /// Row 7: git's lock files, if nobody uses the repository.
-    fn git(&mut self, dir: &OwnedFd, location: &Path) {
+    /// Row 7: git's lock files that no git holds: git keeps a lock file
+    /// open while it holds it, so one that no process has open, in a
+    /// repository where no git process works, is stale. Returns how many
+    /// were removed.
+    fn git(&mut self, dir: &OwnedFd, location: &Path) -> usize {
         let Ok(git) = open_subdir(dir.as_fd(), Path::new(".git")) else {
-            return;
+            return 0;
         };
         let git_path = location.join(".git");
         if !head_resolves(&git_path) {
@@ -332,32 +358,30 @@ impl Cleaner<'_> {
                 .map(|n| pack.join(n)),
             );
         }
-        let now = SystemTime::now();
-        let stale: Vec<PathBuf> = candidates
-            .into_iter()
-            .filter(|path| {
-                fs::symlink_metadata(path).is_ok_and(|m| {
-                    m.is_file()
-                        && m.modified().is_ok_and(|t| {
-                            now.duration_since(t).is_ok_and(|age| age >= GIT_LOCK_MIN_AGE)
-                        })
-                })
-            })
-            .collect();
-        if stale.is_empty() {
-            return;
+        candidates.retain(|path| fs::symlink_metadata(path).is_ok_and(|m| m.is_file()));
+        if candidates.is_empty() {
+            return 0;
         }
-        if let Some(user) = self.proc.user_of(location) {
+        if let Some(git) = git_working_in(self.proc, location) {
             msg::info(format_args!(
-                "left stale git locks in {} alone: PID {} ({}) uses the repository",
+                "left git locks in {} alone: PID {} ({}) works in the repository",
                 location.display(),
-                user.pid,
-                msg::command_line(&user.command)
+                git.pid,
+                msg::command_line(&git.command)
             ));
-            return;
+            return 0;
         }
+        let open = self.proc.open_anywhere(&candidates);
         drop(git);
-        for path in stale {
+        let mut removed = 0;
+        for path in candidates {
+            if let Some((_, pid)) = open.iter().find(|(open, _)| *open == path) {
+                msg::info(format_args!(
+                    "left git lock {} alone: PID {pid} has it open",
+                    path.display()
+                ));
+                continue;
+            }
             let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
                 continue;
             };
@@ -365,17 +389,15 @@ impl Cleaner<'_> {
             let Some(parent_fd) = open_below(dir.as_fd(), location, parent) else {
                 continue;
             };
-            self.remove(
-                parent_fd.as_fd(),
-                &name.to_string_lossy(),
-                &path,
-                &format!("stale git lock {}", path.display()),
-            );
+            let what = format!("stale git lock {}", path.display());
+            removed +=
+                usize::from(self.remove(parent_fd.as_fd(), &name.to_string_lossy(), &path, &what));
         }
+        removed
     }
 
-    /// After an interrupted run: force a full compare of rsync and webrsync
-    /// repositories.
+    /// After an interrupted run: force a full compare of the rsync and
+    /// webrsync repositories that exist.
     fn interrupted<'p>(&mut self, located: impl Iterator<Item = (&'p Repo, &'p Path)>) {
         for (repo, location) in located {
             if repo.is("rsync") || repo.is("webrsync") || repo.sync_type.is_none() {
@@ -385,6 +407,7 @@ impl Cleaner<'_> {
                 for name in ["timestamp.chk", "timestamp.x"] {
                     self.metadata_file(&dir, location, name, "to force a full compare");
                 }
+                self.summary.recovered.push(format!("{}: forced a full compare", repo.name));
             }
         }
     }
@@ -397,31 +420,16 @@ impl Cleaner<'_> {
         if let Ok(Some(stat)) = stat_at(metadata.as_fd(), Path::new(name))
             && kind(&stat) == libc::S_IFREG
         {
-            // Always a consequence of a line already said (quarantine,
-            // webrsync, interrupted run): shown with -v.
             let path = location.join("metadata").join(name);
             let what = format!("{} {why}", path.display());
-            self.remove_reported(metadata.as_fd(), name, &path, &what, msg::Level::Verbose);
+            self.remove(metadata.as_fd(), name, &path, &what);
         }
     }
 
-    /// Removes (or counts) `name` in `dir` and reports it in one line;
-    /// true on success.
+    /// Removes (or, but in [`Mode::Remove`], counts) `name` in `dir` and
+    /// reports it in one line; true on success.
     fn remove(&mut self, dir: BorrowedFd<'_>, name: &str, path: &Path, what: &str) -> bool {
-        self.remove_reported(dir, name, path, what, msg::Level::Normal)
-    }
-
-    /// As [`Cleaner::remove`], reporting a success only at `level` (a detail
-    /// that an earlier line already announced is shown with `-v`).
-    fn remove_reported(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        name: &str,
-        path: &Path,
-        what: &str,
-        level: msg::Level,
-    ) -> bool {
-        let outcome = remove::remove(dir, Path::new(name), path, self.dry_run);
+        let outcome = remove::remove(dir, Path::new(name), path, self.mode != Mode::Remove);
         let entries = match outcome.entries {
             0 | 1 => String::new(),
             n => format!(" ({} entries)", thousands(n)),
@@ -438,12 +446,10 @@ impl Cleaner<'_> {
         }
         self.summary.items += 1;
         self.summary.entries += outcome.entries;
-        if self.dry_run {
-            println!("would remove {}{entries}", path.display());
-        } else if level == msg::Level::Normal {
-            msg::info(format_args!("removed {what}{entries}"));
-        } else {
-            msg::verbose(format_args!("removed {what}{entries}"));
+        match self.mode {
+            Mode::Remove => msg::info(format_args!("removed {what}{entries}")),
+            Mode::DryRun => println!("would remove {}{entries}", path.display()),
+            Mode::Leave => msg::info(format_args!("left {}{entries} in place", path.display())),
         }
         true
     }
@@ -451,13 +457,7 @@ impl Cleaner<'_> {
     fn owned_by(&self, uid: u32, repo_owner: u32) -> bool {
         uid == 0
             || uid == repo_owner
-            || Some(uid)
-                == *self.portage_uid.get_or_init(|| {
-                    nix::unistd::User::from_name("portage")
-                        .ok()
-                        .flatten()
-                        .map(|user| user.uid.as_raw())
-                })
+            || Some(uid) == *self.portage_uid.get_or_init(repos::portage_uid)
     }
 
     fn refuse(&mut self, path: &Path, uid: u32) {
@@ -516,6 +516,21 @@ fn collect_ref_locks(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
             out.push(path);
         }
     }
+}
+
+/// A git process working in the repository at `location`: its working
+/// directory there, or `-C` naming a directory there.
+fn git_working_in(proc: &Proc, location: &Path) -> Option<crate::proc::Process> {
+    let pid = proc.pids().into_iter().find(|&pid| {
+        let is_git = proc.executable_name(pid).is_ok_and(|n| n == "git" || n.starts_with("git-"));
+        is_git
+            && (proc.cwd(pid).is_some_and(|cwd| cwd.starts_with(location))
+                || proc.cmdline(pid).is_some_and(|raw| {
+                    let words: Vec<&str> = crate::proc::words(&raw).collect();
+                    words.windows(2).any(|w| w[0] == "-C" && Path::new(w[1]).starts_with(location))
+                }))
+    })?;
+    proc.process(pid)
 }
 
 /// Opens `target`, a directory below `location`, one component at a time

@@ -257,18 +257,4 @@ mod tests {
         assert_eq!((removed.entries, removed.failure), (121, None));
         assert!(!tree.exists());
     }
-
-    #[test]
-    fn a_symlink_itself_is_unlinked_not_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("target");
-        fs::create_dir(&target).unwrap();
-        fs::write(target.join("keep"), "x").unwrap();
-        std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
-        let top = open_dir(dir.path()).unwrap();
-        let removed = remove(top.as_fd(), Path::new("link"), &dir.path().join("link"), false);
-        assert_eq!(removed.entries, 1);
-        assert!(target.join("keep").exists());
-        assert!(fs::symlink_metadata(dir.path().join("link")).is_err());
-    }
 }

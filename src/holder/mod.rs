@@ -24,29 +24,6 @@ use crate::msg;
 use crate::proc::{FileId, Proc, Process};
 use record::Record;
 
-/// Where the facts about a holder come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// /proc shows the holding process.
-    Kernel,
-    /// Only the holder record: the holder is in another PID namespace or on
-    /// another host.
-    Record,
-    /// The lock is held but nothing says by whom.
-    Unknown,
-}
-
-impl Source {
-    /// The name used in JSON output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Kernel => "kernel",
-            Source::Record => "record",
-            Source::Unknown => "unknown",
-        }
-    }
-}
-
 /// The holder of a held lock.
 #[derive(Debug, Clone)]
 pub struct Holder {
@@ -64,8 +41,10 @@ pub struct Holder {
     pub acquired_by: Option<i32>,
     /// Its PID inside its own PID namespace, when that differs from ours.
     pub namespace_pid: Option<i32>,
-    /// Where these facts come from.
-    pub source: Source,
+    /// Where these facts come from: `"kernel"` (/proc shows the holder),
+    /// `"record"` (only the holder record: another PID namespace or host),
+    /// `"unknown"` (held, but nothing says by whom).
+    pub source: &'static str,
 }
 
 /// Everything known about the lock's state.
@@ -152,7 +131,7 @@ fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -
         since: fitting.as_ref().map(|r| r.since).or(process.started),
         acquired_by,
         namespace_pid: fitting.as_ref().filter(|r| !same_namespace(r)).map(|r| r.pid),
-        source: Source::Kernel,
+        source: "kernel",
     }
 }
 
@@ -172,7 +151,7 @@ fn fits(record: &Record, process: &Process, acquired_by: Option<i32>, ns: Option
 
 /// The holder known only from its record (or not at all).
 fn from_record(proc: &Proc, record: Option<Record>) -> Holder {
-    let source = if record.is_some() { Source::Record } else { Source::Unknown };
+    let source = if record.is_some() { "record" } else { "unknown" };
     // A record from our own PID namespace names a PID we could see; one
     // from another namespace names a PID that means nothing here.
     let ours = record.as_ref().is_some_and(|r| r.pid_namespace == proc.pid_namespace());

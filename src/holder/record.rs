@@ -148,19 +148,4 @@ mod tests {
         assert_eq!(read(&lock, meta.uid()), None);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no temp file left");
     }
-
-    #[test]
-    fn symlinked_record_is_not_followed() {
-        let owner = nix::unistd::geteuid().as_raw();
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("l");
-        let target = dir.path().join("target");
-        fs::write(&target, "keep").unwrap();
-        std::os::unix::fs::symlink(&target, path_for(&lock)).unwrap();
-        assert_eq!(read(&lock, owner), None, "a symlink is no record");
-        write(&lock, &sample()).unwrap();
-        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
-        assert!(fs::symlink_metadata(path_for(&lock)).unwrap().is_file());
-        assert_eq!(read(&lock, owner), Some(sample()));
-    }
 }

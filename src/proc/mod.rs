@@ -135,6 +135,33 @@ impl Proc {
         Ok(name.strip_suffix(" (deleted)").unwrap_or(&name).to_string())
     }
 
+    /// The real and effective UIDs of `pid` (from `/proc/PID/status`).
+    pub fn uids(&self, pid: i32) -> Option<(u32, u32)> {
+        let status = fs::read_to_string(self.path(pid, "status")).ok()?;
+        let line = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+        let mut ids = line.split_whitespace().map(|id| id.parse().ok());
+        Some((ids.next()??, ids.next()??))
+    }
+
+    /// The files on which `pid` holds a flock through a descriptor of its
+    /// own (as its fdinfo lists them).
+    pub fn locked_files(&self, pid: i32) -> Vec<PathBuf> {
+        let Ok(fds) = fs::read_dir(self.path(pid, "fdinfo")) else {
+            return Vec::new();
+        };
+        fds.flatten()
+            .filter(|info| {
+                fs::read_to_string(info.path()).is_ok_and(|text| {
+                    text.lines()
+                        .filter_map(|line| line.strip_prefix("lock:"))
+                        .filter_map(parse_lock_line)
+                        .any(|lock| !lock.blocked)
+                })
+            })
+            .filter_map(|info| fs::read_link(self.path(pid, "fd").join(info.file_name())).ok())
+            .collect()
+    }
+
     /// The working directory of `pid`.
     pub fn cwd(&self, pid: i32) -> Option<PathBuf> {
         fs::read_link(self.path(pid, "cwd")).ok()
@@ -147,19 +174,19 @@ impl Proc {
             .unwrap_or_default()
     }
 
-    /// A process other than us whose working directory or an open file lies
-    /// under `location`, if any (what git's own locks protect against).
-    pub fn user_of(&self, location: &Path) -> Option<Process> {
+    /// Which of `paths` some process has open, and which process.
+    pub fn open_anywhere(&self, paths: &[PathBuf]) -> Vec<(PathBuf, i32)> {
         let me = std::process::id() as i32;
-        let under = |path: &Path| path.starts_with(location);
         self.pids()
             .into_iter()
             .filter(|pid| *pid != me)
-            .find(|pid| {
-                self.cwd(*pid).as_deref().is_some_and(under)
-                    || self.open_files(*pid).iter().any(|f| under(f))
+            .flat_map(|pid| {
+                self.open_files(pid)
+                    .into_iter()
+                    .filter(|f| paths.contains(f))
+                    .map(move |f| (f, pid))
             })
-            .and_then(|pid| self.process(pid))
+            .collect()
     }
 
     /// What /proc says about `pid`, or `None` if there is no such process.

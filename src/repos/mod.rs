@@ -126,6 +126,12 @@ fn config_files(source: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// The UID of the `portage` account, which Portage syncs as, if there is
+/// one (looked up through NSS).
+pub fn portage_uid() -> Option<u32> {
+    nix::unistd::User::from_name("portage").ok().flatten().map(|user| user.uid.as_raw())
+}
+
 /// `PORTAGE_TMPDIR`: the environment, else a plain assignment in make.conf
 /// (`/etc/make.conf`, then `/etc/portage/make.conf`, under
 /// PORTAGE_CONFIGROOT), else `/var/tmp`. A value that needs shell expansion

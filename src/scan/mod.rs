@@ -27,21 +27,44 @@ use crate::proc::{self, FileId, Proc, Process};
 use crate::signals::{Event, Signals};
 use verdict::{Verdict, could_be_sync, judge};
 
+/// What makes a sync one of ours: the repositories we sync.
+#[derive(Debug, Default)]
+pub struct Ours {
+    /// Their names, as repos.conf gives them.
+    pub names: Vec<String>,
+    /// Their locations, as written and as resolved: where rsync and git
+    /// count.
+    pub locations: Vec<PathBuf>,
+    /// The users who could write them: root, `portage`, their owners.
+    pub uids: Vec<u32>,
+}
+
+/// A sync running outside synclock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outside {
+    /// The process.
+    pub process: Process,
+    /// The lockfile of another lock it holds (a synclock with another
+    /// `--lockfile`, a configuration mistake), if any.
+    pub lockfile: Option<PathBuf>,
+}
+
 /// Sync processes running outside synclock, as `proc` shows them, for the
-/// synclock `me` holding the lock on the file `lock`. `locations` gives the
-/// repositories (as written and resolved) under which rsync and git count;
-/// it is asked only when such a process is found.
+/// synclock `me` holding the lock on the file `lock`. A process counts only
+/// when it could write one of `ours` (asked for once, when a first sync
+/// is seen): it runs as one of their users, names one of them or none (a
+/// front end), or works under one of them (rsync, git).
 pub fn outside_syncs(
     proc: &Proc,
     me: i32,
     lock: Option<FileId>,
-    locations: impl Fn() -> Vec<PathBuf>,
-) -> Vec<Process> {
-    let ours: HashSet<i32> = proc.lineage(me).into_iter().collect();
-    let mut locations_once = None;
+    ours: impl Fn() -> Ours,
+) -> Vec<Outside> {
+    let lineage: HashSet<i32> = proc.lineage(me).into_iter().collect();
+    let mut ours_once: Option<Ours> = None;
     let mut found: Vec<i32> = Vec::new();
     for pid in proc.pids() {
-        if ours.contains(&pid) {
+        if lineage.contains(&pid) {
             continue;
         }
         match proc.executable_name(pid) {
@@ -56,14 +79,23 @@ pub fn outside_syncs(
             continue;
         };
         let words: Vec<&str> = proc::words(&raw).collect();
-        let sync = match judge(&words) {
-            Verdict::Sync => true,
-            Verdict::NotSync => false,
-            Verdict::Tool(i) => {
-                let locations: &Vec<PathBuf> = locations_once.get_or_insert_with(&locations);
-                works_under(proc, pid, &words[i + 1..], locations)
-            }
-        };
+        let verdict = judge(&words);
+        if verdict == Verdict::NotSync {
+            continue;
+        }
+        let ours: &Ours = ours_once.get_or_insert_with(&ours);
+        let may_write = proc.uids(pid).is_some_and(|(real, effective)| {
+            ours.uids.contains(&real) || ours.uids.contains(&effective)
+        });
+        let sync = may_write
+            && match verdict {
+                Verdict::NotSync => false,
+                Verdict::Sync => true,
+                Verdict::Repos(names) => {
+                    names.iter().any(|name| ours.names.iter().any(|n| n == name))
+                }
+                Verdict::Tool(i) => works_under(proc, pid, &words[i + 1..], &ours.locations),
+            };
         if sync {
             found.push(pid);
         }
@@ -75,7 +107,10 @@ pub fn outside_syncs(
     found
         .into_iter()
         .filter(|pid| !queued.contains(pid))
-        .filter_map(|pid| proc.process(pid))
+        .filter_map(|pid| {
+            let lockfile = proc.locked_files(pid).into_iter().find(|f| f.is_absolute());
+            Some(Outside { process: proc.process(pid)?, lockfile })
+        })
         .collect()
 }
 
@@ -109,12 +144,13 @@ pub enum Gone {
 /// until a signal arrives, redrawing `live` meanwhile.
 pub fn wait_gone(
     proc: &Proc,
-    syncs: &[Process],
+    syncs: &[Outside],
     deadline: Option<Instant>,
     signals: &Signals,
     live: &mut Live,
 ) -> Result<Gone, Error> {
-    let mut pidfds: Vec<OwnedFd> = syncs.iter().filter_map(|p| pidfd_of(proc, p)).collect();
+    let mut pidfds: Vec<OwnedFd> =
+        syncs.iter().filter_map(|s| pidfd_of(proc, &s.process)).collect();
     while !pidfds.is_empty() {
         let fds: Vec<_> = pidfds.iter().map(|fd| fd.as_fd()).collect();
         match signals.wait(&fds, deadline, live)? {
@@ -152,8 +188,9 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::symlink;
 
-    /// A fake /proc of processes `(pid, parent, exe, argv, cwd)`; no exe
-    /// for a kernel thread.
+    /// A fake /proc of processes `(pid, parent, exe, argv, cwd)`, run by
+    /// root but PIDs from 1000 on, run by uid 1000; no exe for a kernel
+    /// thread.
     fn fake(processes: &[(i32, i32, &str, &str, &str)]) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         for &(pid, parent, exe, argv, cwd) in processes {
@@ -162,6 +199,9 @@ mod tests {
             let stat = format!("{pid} (x) S {parent} 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {pid}0 0");
             fs::write(dir.join("stat"), stat).unwrap();
             fs::write(dir.join("cmdline"), argv.replace(' ', "\0") + "\0").unwrap();
+            let uid = if pid >= 1000 { 1000 } else { 0 };
+            fs::write(dir.join("status"), format!("Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n"))
+                .unwrap();
             if !exe.is_empty() {
                 symlink(exe, dir.join("exe")).unwrap();
             }
@@ -170,8 +210,8 @@ mod tests {
         root
     }
 
-    fn pids(found: Vec<Process>) -> Vec<i32> {
-        found.iter().map(|p| p.pid).collect()
+    fn pids(found: Vec<Outside>) -> Vec<i32> {
+        found.iter().map(|o| o.process.pid).collect()
     }
 
     #[test]
@@ -195,6 +235,12 @@ mod tests {
             // A waiter for our lock (301), whose unwrapped parent syncs.
             (302, 1, "/bin/sh", "sh /usr/bin/eix-sync", "/"),
             (301, 302, "/usr/bin/synclock", "synclock -- emerge --sync", "/"),
+            // Front ends naming repositories: ours, and another's.
+            (400, 1, "/usr/bin/python3.12", "/usr/bin/emaint sync -r gentoo", "/"),
+            (401, 1, "/usr/bin/python3.12", "/usr/bin/emaint sync -r other", "/"),
+            (402, 1, "/usr/bin/python3.12", "/usr/bin/emerge --sync other guru", "/"),
+            // Another user's sync cannot write our repositories.
+            (1001, 1, "/bin/sh", "sh /home/u/eix-sync", "/"),
         ]);
         fs::write(
             root.path().join("locks"),
@@ -205,15 +251,21 @@ mod tests {
         let id = FileId { dev: nix::sys::stat::makedev(0, 0x2a), ino: 5678 };
         let proc = Proc::at(root.path());
         let asked = std::cell::Cell::new(0);
-        let locations = || {
+        let ours = || {
             asked.set(asked.get() + 1);
-            vec![PathBuf::from(repo)]
+            Ours {
+                names: vec!["gentoo".into(), "guru".into()],
+                locations: vec![PathBuf::from(repo)],
+                uids: vec![0],
+            }
         };
-        let found = outside_syncs(&proc, 100, Some(id), locations);
-        assert_eq!(pids(found), [200, 201, 204, 206]);
-        assert_eq!(asked.get(), 1, "locations are asked for once");
-        // Without the lock's queue, the waiter's parent counts.
-        assert_eq!(pids(outside_syncs(&proc, 100, None, Vec::new)), [200, 201, 302]);
+        let found = outside_syncs(&proc, 100, Some(id), ours);
+        assert_eq!(pids(found), [200, 201, 204, 206, 400, 402]);
+        assert_eq!(asked.get(), 1, "what is ours is asked for once");
+        // Without the lock's queue, the waiter's parent counts; the user's
+        // sync counts when the user owns a repository.
+        let ours = || Ours { uids: vec![0, 1000], ..Ours::default() };
+        assert_eq!(pids(outside_syncs(&proc, 100, None, ours)), [200, 201, 302, 1001]);
     }
 
     #[test]
@@ -224,8 +276,9 @@ mod tests {
             (2, 1, "/bin/sh", "sh /usr/bin/emerge-webrsync", "/"),
             (3, 1, "/usr/bin/synclock", "synclock -- true", "/"),
         ]);
-        let found = outside_syncs(&Proc::at(root.path()), 3, None, Vec::new);
-        assert_eq!(found[0].command, ["sh", "/usr/bin/emerge-webrsync"]);
+        let ours = || Ours { uids: vec![0], ..Ours::default() };
+        let found = outside_syncs(&Proc::at(root.path()), 3, None, ours);
+        assert_eq!(found[0].process.command, ["sh", "/usr/bin/emerge-webrsync"]);
         assert_eq!(pids(found), [2]);
     }
 }

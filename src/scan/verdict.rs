@@ -3,8 +3,9 @@
 //!
 //! A sync is `emerge --sync`, `emaint sync`, `pmaint sync`,
 //! `emerge-webrsync`, `emerge-delta-webrsync` or `eix-sync`, run directly or
-//! as a script of an interpreter; rsync and git are syncs only when they
-//! work under a repository, which the scan checks (see [`Verdict::Tool`]).
+//! as a script of an interpreter; a front end that names its repositories
+//! syncs only those ([`Verdict::Repos`]); rsync and git are syncs only when
+//! they work under a repository, which the scan checks ([`Verdict::Tool`]).
 //! synclock itself never is.
 
 /// Programs that are a sync whatever their arguments.
@@ -12,9 +13,12 @@ const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "e
 
 /// What a command line alone says of a process.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// A sync.
+pub enum Verdict<'a> {
+    /// A sync of every repository it is configured for.
     Sync,
+    /// A sync of these repositories only (`emerge --sync NAME...`,
+    /// `emaint sync -r NAME`, `pmaint sync NAME...`).
+    Repos(Vec<&'a str>),
     /// Not a sync, whatever else is true of the process.
     NotSync,
     /// rsync or git, as word `i`: a sync when working under a repository.
@@ -22,23 +26,61 @@ pub enum Verdict {
 }
 
 /// Judges a process by its command line `words` alone.
-pub fn judge(words: &[&str]) -> Verdict {
+pub fn judge<'a>(words: &[&'a str]) -> Verdict<'a> {
     if words.first().is_none_or(|argv0| basename(argv0) == "synclock") {
         return Verdict::NotSync;
     }
-    let followed_by = |i: usize, arg: &str| words[i + 1..].contains(&arg);
+    let followed_by = |i: usize, arg: &str| words[i + 1..].iter().position(|w| *w == arg);
     // The program is argv[0], or the script an interpreter runs.
     let candidates = if is_interpreter(basename(words[0])) { 3 } else { 1 };
     for (i, word) in words.iter().enumerate().take(candidates) {
         match program(basename(word)) {
-            Some(Program::Emerge) if followed_by(i, "--sync") => return Verdict::Sync,
-            Some(Program::Maint) if followed_by(i, "sync") => return Verdict::Sync,
+            Some(Program::Emerge) if followed_by(i, "--sync").is_some() => {
+                return named(positional(&words[i + 1..]));
+            }
+            Some(Program::Maint) => {
+                if let Some(at) = followed_by(i, "sync") {
+                    let args = &words[i + 1 + at + 1..];
+                    return named(if basename(word) == "pmaint" {
+                        positional(args)
+                    } else {
+                        emaint_repos(args)
+                    });
+                }
+            }
             Some(Program::Sync) => return Verdict::Sync,
             Some(Program::Tool) => return Verdict::Tool(i),
             _ => {}
         }
     }
     Verdict::NotSync
+}
+
+/// The verdict on a front end that names `repos` (none: all of them).
+fn named(repos: Vec<&str>) -> Verdict<'_> {
+    if repos.is_empty() { Verdict::Sync } else { Verdict::Repos(repos) }
+}
+
+/// The words that are not options.
+fn positional<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter().copied().filter(|a| !a.starts_with('-')).collect()
+}
+
+/// The repositories of `emaint sync` (`-r NAME`, `--repo NAME`,
+/// `--repo=NAME`); none when it syncs all (`-a`, `-A`, or no `-r`).
+fn emaint_repos<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    if args.iter().any(|a| ["-a", "--auto", "-A", "--allrepos"].contains(a)) {
+        return Vec::new();
+    }
+    let mut repos = Vec::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        match *word {
+            "-r" | "--repo" => repos.extend(words.next().copied()),
+            other => repos.extend(other.strip_prefix("--repo=")),
+        }
+    }
+    repos
 }
 
 /// Whether a process running the executable `name` may be a sync: an
@@ -91,13 +133,16 @@ mod tests {
     fn recognises_sync_command_lines() {
         let sync = |words: &[&str]| judge(words) == Verdict::Sync;
         assert!(sync(&["emerge", "--sync"]));
-        assert!(sync(&[
-            "/usr/bin/python3.12",
-            "/usr/lib/python-exec/python3.12/emerge",
-            "-q",
-            "--sync",
-            "gentoo"
-        ]));
+        assert_eq!(
+            judge(&[
+                "/usr/bin/python3.12",
+                "/usr/lib/python-exec/python3.12/emerge",
+                "-q",
+                "--sync",
+                "gentoo"
+            ]),
+            Verdict::Repos(vec!["gentoo"])
+        );
         assert!(sync(&["emaint", "-a", "sync"]));
         assert!(sync(&["/usr/bin/python3", "/usr/bin/emaint", "sync", "--auto"]));
         assert!(sync(&["/bin/bash", "/usr/bin/emerge-webrsync"]));
@@ -108,6 +153,15 @@ mod tests {
         assert!(!sync(&["/usr/local/bin/synclock", "--", "emaint", "sync", "-a"]));
         assert!(!sync(&["vim", "emerge", "--sync"]));
         assert!(!sync(&["bash", "-c", "for i in 1 2; do x; done"]));
+        // Front ends that name their repositories.
+        assert_eq!(
+            judge(&["emerge", "--sync", "gentoo", "guru"]),
+            Verdict::Repos(vec!["gentoo", "guru"])
+        );
+        assert_eq!(judge(&["emaint", "sync", "-r", "guru"]), Verdict::Repos(vec!["guru"]));
+        assert_eq!(judge(&["emaint", "sync", "--repo=guru"]), Verdict::Repos(vec!["guru"]));
+        assert_eq!(judge(&["emaint", "sync", "-a"]), Verdict::Sync);
+        assert_eq!(judge(&["pmaint", "sync", "gentoo"]), Verdict::Repos(vec!["gentoo"]));
         assert_eq!(judge(&[]), Verdict::NotSync);
         // rsync and git also depend on where they work.
         assert_eq!(judge(&["rsync", "-a", "a", "b"]), Verdict::Tool(0));

@@ -129,7 +129,7 @@ for round in $(seq "$rounds"); do
   kill -KILL -- "-$victim" 2>/dev/null || true
   wait "$victim" 2>/dev/null || true
   "$synclock" --wait 5m -- "${emaint[@]}" >"$work/r.log" 2>&1 || die "recovery sync of round $round failed: $(tail -3 "$work/r.log")"
-  grep -q "did not finish; forcing a full compare" "$work/r.log" || die "round $round: the interrupted run was not reported"
+  grep -q "did not finish; .*proof: forced a full compare" "$work/r.log" || die "round $round: the interrupted run was not reported"
   [ ! -e "$repo/.tmp-unverified-download-quarantine" ] || die "round $round: quarantine left behind"
   same_as_source || die "round $round: tree differs from the source after recovery"
 done
