@@ -1,12 +1,7 @@
-//! The small files synclock keeps next to the lockfile (holder record, run
-//! history): replaced atomically, read only when trustworthy.
-//!
-//! They live in the lockfile's directory, which synclock has checked (only
-//! its owner, or a sticky bit, lets anyone replace entries there). Writing
-//! creates a fresh temp file with O_EXCL (which never follows a symlink) and
-//! renames it over the target (rename replaces a symlink, never its target).
-//! Reading opens with O_NOFOLLOW and O_NONBLOCK and accepts only a regular
-//! file owned by the lockfile's owner and of bounded size.
+//! The files kept next to the lockfile (holder record, history): written
+//! as a new `O_EXCL` temp file renamed over the old (a symlink is replaced,
+//! never followed); read with `O_NOFOLLOW | O_NONBLOCK`, only when a
+//! regular file of the lockfile's owner and of bounded size.
 
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};

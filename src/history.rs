@@ -1,12 +1,7 @@
-//! The run history: for each wrapped command line, its last run under the
-//! lock (start, end, exit code, PID), kept next to the lockfile as
-//! `<lockfile>.history` for `--coalesce`, `--min-interval` and `status`.
-//!
-//! It is written only while holding the lock, atomically (a new file
-//! renamed over the old), readable by all,
-//! and bounded to the [`MAX_ENTRIES`] most recent command lines. A corrupt,
-//! truncated or untrustworthy history is reported in one line and treated
-//! as empty: it is never a reason to fail or to skip the lock.
+//! The run history `<lockfile>.history`: for each command line, its last
+//! run (start, end, exit code, PID), for `--coalesce`, `--min-interval` and
+//! `status`. Written under the lock, atomically, bounded to [`MAX_ENTRIES`];
+//! a corrupt or untrustworthy one is said in one line and treated as empty.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -78,14 +78,12 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     let plan = plan(cli);
     let words: Vec<String> = cli.command.iter().map(|w| w.to_string_lossy().into_owned()).collect();
 
-    // The lock, with no sync running outside it. Each round: take the lock
-    // (waiting politely); skip the run if --coalesce or --min-interval say
-    // so; put the holder record in place (one already there marks a run
-    // that never finished); scan for syncs that bypassed synclock. If one
-    // runs, release the lock, wait for it to end, and start again: holding
-    // the lock while waiting could wait for ourselves (an unwrapped
-    // eix-sync whose wrapped part needs the lock), and only a scan made
-    // while holding the lock says that nothing else syncs now.
+    // The lock, with no sync running outside it. Each round: take the lock;
+    // skip the run if --coalesce or --min-interval say so; put the holder
+    // record in place; scan for syncs that bypassed synclock. If one runs,
+    // release the lock (holding it could wait for ourselves: an unwrapped
+    // eix-sync whose wrapped part needs it), wait for it, and start again:
+    // only a scan made while holding the lock says that nothing else syncs.
     let mut interrupted = None;
     let (held, record, acquired) = loop {
         let held = match take_lock(cli, proc, &signals, &shown, start)? {
@@ -201,7 +199,7 @@ fn outside_syncs(cli: &Cli, proc: &Proc, plan: Option<&clean::Plan>) -> Vec<Outs
 }
 
 /// The waiting policy that `--wait` and `--nonblock` add up to.
-pub fn wait_of(cli: &Cli) -> Wait {
+fn wait_of(cli: &Cli) -> Wait {
     match (cli.nonblock, cli.wait) {
         (true, _) => Wait::No,
         (false, Some(limit)) if limit.is_zero() => Wait::No,
@@ -509,23 +507,5 @@ fn report_holder(proc: &Proc, path: &Path, wait: Wait, waited: Option<Duration>)
             msg::duration(limit.max(Duration::from_secs(waited.as_secs())))
         )),
         (Wait::Forever, Some(_)) => msg::info(format_args!("{shown} is still held by {holder}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    fn wait_for(args: &[&str]) -> Wait {
-        wait_of(&Cli::try_parse_from(args).expect("parses"))
-    }
-
-    #[test]
-    fn wait_zero_and_nonblock_mean_no_wait() {
-        assert_eq!(wait_for(&["synclock", "-w", "0", "true"]), Wait::No);
-        assert_eq!(wait_for(&["synclock", "-n", "-w", "5", "true"]), Wait::No);
-        assert_eq!(wait_for(&["synclock", "-w", "5", "true"]), Wait::Upto(Duration::from_secs(5)));
-        assert_eq!(wait_for(&["synclock", "true"]), Wait::Forever);
     }
 }

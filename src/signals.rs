@@ -1,12 +1,8 @@
 //! Signals as events read from a signalfd, never asynchronous handlers.
 //!
-//! INT, TERM, HUP, QUIT and CHLD are blocked in the main thread before any
-//! other thread exists (threads inherit the mask), so they stay pending
-//! until [`Signals::wait`] or [`Signals::pending`] reads them. No code runs
-//! in signal context, and a signal that arrives while synclock is busy
-//! (opening the lockfile, cleaning) is seen at the next look: the command
-//! is never started after one. The command gets the original mask back
-//! before exec (see `exec`).
+//! INT, TERM, HUP, QUIT and CHLD are blocked before any thread exists and
+//! stay pending until read, so one that comes while synclock is busy is
+//! seen at its next look, and the command is never started after one.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;

@@ -1,24 +1,10 @@
-//! Cleaning what killed syncs leave behind, inside the lock, exactly where
-//! Portage leaves it (the rows of README's *Cleaning* table):
-//!
-//! 1. `L/.tmp-unverified-download-quarantine` (then `L/metadata/timestamp.chk`,
-//!    so the next rsync compares everything);
-//! 2. sync-rcu `S/update/` when `S/latest` is a directory;
-//! 3. `S/latest.new` and 4. `U.new`, when they are symlinks;
-//! 5. zipfile `L/.tempXXXXXXXX` directories;
-//! 6. emerge-webrsync / delta-webrsync temp dirs under PORTAGE_TMPDIR (then
-//!    the gentoo repo's `metadata/timestamp.x` if a snapshot was unpacked);
-//! 7. stale git lock files: those no process has open, in a repository where
-//!    no git process works.
-//!
-//! After an interrupted wrapped run, the rsync and webrsync repos may be
-//! half-copied: their `metadata/timestamp.chk` / `timestamp.x` are removed so
-//! the next sync does a full compare. Nothing else is ever touched: not
-//! `S/latest` or snapshots, `*.portage_lockfile`, gemato homes, distfiles,
-//! or rsync's own temp files. Removal never follows a symlink (see
-//! `remove.rs`), stays inside the repository, the rcu store or
-//! PORTAGE_TMPDIR, and an error is reported in one line without stopping
-//! the sync.
+//! Cleaning what killed syncs leave behind, inside the lock, exactly the
+//! rows of README's *Cleaning* table: (1) the rsync quarantine, (2-4)
+//! sync-rcu's staging tree and temporary symlinks, (5) zipfile's temp dirs,
+//! (6) webrsync's temp dirs, (7) git lock files nobody holds; after an
+//! interrupted run, a forced full compare. Nothing else is ever touched;
+//! removal never follows a symlink or leaves the tree (see `remove.rs`), and
+//! an error is one line that does not stop the sync.
 
 use std::cell::OnceCell;
 use std::fs;

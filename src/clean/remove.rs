@@ -1,13 +1,7 @@
-//! Removing what a dead sync left behind, without ever following a symlink.
-//!
-//! Every step is relative to an already opened directory: entries are
-//! listed with getdents, files and symlinks are unlinked with `unlinkat`,
-//! subdirectories are entered with `openat(O_NOFOLLOW | O_DIRECTORY)`, and a
-//! subdirectory on another file system (a mount point) is left alone. So a
-//! symlink anywhere in the tree is removed as a link, its target untouched,
-//! and nothing outside the tree can be reached by renaming things inside it
-//! while we work. This is what `rm -rf` does; the top directory's entries
-//! are shared among up to 4 threads, one per CPU, which unlink in parallel.
+//! Removing a leftover tree the way `rm -rf` does, but never following a
+//! symlink: every step is relative to an opened directory (`openat` with
+//! `O_NOFOLLOW`, `unlinkat`), and a mount point is left alone. The top
+//! directory's entries are shared among up to 4 threads.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -1,19 +1,10 @@
 //! Running the command under the lock, forwarding signals to it.
 //!
-//! The command is started with `std::process::Command`. It inherits the
-//! locked descriptor (close-on-exec is cleared on it in the child only;
-//! every other descriptor synclock opens is close-on-exec), so if synclock
-//! is SIGKILLed the lock stays held until the command and every descendant
-//! that kept the descriptor exit: a sync never runs unlocked. The child
-//! gets the signal mask synclock was started with (std keeps the parent's,
-//! in which synclock blocked its signals) and SIGPIPE at its default (std
-//! resets it); synclock installs no handlers, so every other disposition is
-//! as synclock found it.
-//!
-//! While the command runs, SIGINT and SIGQUIT are ignored by synclock (the
-//! terminal delivers them to the whole foreground process group, the
-//! command included) and SIGTERM and SIGHUP are forwarded to the command;
-//! synclock then waits for it and reports its status.
+//! The command inherits the locked descriptor (close-on-exec cleared in the
+//! child only), so a SIGKILLed synclock never lets a sync run unlocked. It
+//! gets the signal mask synclock was started with and SIGPIPE at its
+//! default. While it runs, SIGTERM and SIGHUP are forwarded to it; SIGINT and
+//! SIGQUIT, which the terminal sends to the whole process group, are not.
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, BorrowedFd};

@@ -1,14 +1,8 @@
-//! Who holds the lock and who waits for it: kernel truth first, the holder
-//! record where the kernel cannot see; and `synclock status`, which prints
-//! it (see `status.rs`).
-//!
-//! Resolution order: the FLOCK entry in `/proc/locks` names the process that
-//! took the lock. If it is gone, or no longer holds the lock (its PID may
-//! have been reused), the real holders are found in `/proc/*/fdinfo`, and
-//! the acquirer is named only as "gone". The holder record (see `record.rs`)
-//! adds what /proc lacks: the command synclock runs, the start of the hold,
-//! the host, and the PID inside another PID namespace. It is believed only
-//! for a lock that is held, and only when it fits the holder /proc shows.
+//! Who holds the lock and who waits for it, and `synclock status`
+//! (`status.rs`) which prints it. The kernel first: `/proc/locks` names the
+//! process that took the lock, `/proc/*/fdinfo` the ones that hold it now
+//! (a dead or reused PID is never named). The holder record (`record.rs`)
+//! adds what /proc lacks, only while held and only when it fits.
 
 pub mod record;
 pub mod status;

@@ -1,14 +1,8 @@
-//! The holder record: who holds the lock, written next to the lockfile.
-//!
-//! /proc cannot see everything: a holder in another PID namespace (a
-//! container sharing the lockfile through a bind mount) or on another host
-//! (NFS) is invisible or has another PID. So while it holds the lock,
-//! synclock writes `<lockfile>.holder` (pid, PID namespace, host, command,
-//! start time), readable by all (0644), replaced atomically (a fresh
-//! O_EXCL temp file renamed over it: no symlink is followed), and removes
-//! it on release. One left behind marks a run that never finished. It is only ever written under the lock. Readers trust it
-//! only when its owner is the lockfile's owner, and only while the lock is
-//! held: where /proc answers, the kernel wins.
+//! The holder record `<lockfile>.holder`: who holds the lock (PID, PID
+//! namespace, host, command, start), for what /proc cannot see (another PID
+//! namespace, another host). Written under the lock, atomically, 0644;
+//! removed on release, so one left behind marks a run that never finished.
+//! Readers trust it only when the lockfile's owner owns it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -1,12 +1,7 @@
-//! Taking the lock: try at once, and when it is busy, wait in the kernel.
-//!
-//! The wait is a blocking flock(2) in a helper thread; when the kernel
-//! grants the lock, the thread writes one byte into a pipe. The main thread
-//! sleeps in poll(2) on that pipe and on the signalfd, with the `--wait`
-//! deadline (and, on a terminal, the live line's redraws) as its only
-//! timeout: a waiter uses no CPU, the hand-off is one wake-up, and a signal
-//! or the deadline ends the wait at once. The thread is then left blocked:
-//! synclock exits right after, which drops its pending attempt.
+//! Taking the lock: try at once; when it is busy, a helper thread waits in
+//! a blocking flock(2) and writes one byte into a pipe when the kernel
+//! grants it, while the main thread polls that pipe and the signalfd with
+//! the `--wait` deadline as its only timeout: no CPU while waiting.
 
 use std::fs::File;
 use std::io;

@@ -1,18 +1,10 @@
 //! Nesting: a synclock started under another synclock reuses its lock.
 //!
-//! The outer synclock passes its locked descriptor to the command and names
-//! it in `SYNCLOCK_FD`. Re-opening the lockfile would create a second open
-//! file description whose flock waits for the first one for ever, so an
-//! inner synclock on the same lockfile instead checks the inherited
-//! descriptor and runs its command directly. The check must not let a forged
-//! or stale value skip the lock: the descriptor has to be open, be the very
-//! file at the lockfile path (device and inode), and hold the flock.
-//!
-//! A command may also close the descriptor before it starts a nested
-//! synclock (Python's `subprocess` closes inherited descriptors by
-//! default). Then the kernel still tells: when /proc/locks and the
-//! ancestors' descriptors show that one of our ancestors holds the lock, we
-//! are inside its locked section and run directly too.
+//! Re-opening the lockfile would wait for the outer holder for ever. So an
+//! inner synclock runs its command directly when `SYNCLOCK_FD` names an
+//! open descriptor of the very lockfile that holds the lock (a forged or
+//! stale value is ignored), or, when the descriptor was closed on the way
+//! (Python's `subprocess`), when the kernel shows an ancestor holding it.
 
 use std::fs::File;
 use std::os::fd::{BorrowedFd, RawFd};

@@ -1,12 +1,8 @@
-//! Opening the lockfile without being tricked.
-//!
-//! synclock runs as root and users may point `--lockfile` into world-writable
-//! directories. flock(2) ignores the open mode, so anyone who can open the
-//! file at all can take the lock and block root for ever; a planted symlink,
-//! fifo or hard link can redirect or hang the open. Hence: the name is looked
-//! up relative to its opened directory, never through a final symlink
-//! (O_NOFOLLOW), never blocking (O_NONBLOCK), created 0600 with O_EXCL, and
-//! what was opened is checked with fstat before it is trusted.
+//! Opening the lockfile without being tricked: anyone who can open it can
+//! hold it and block root, and a planted symlink, fifo or hard link can
+//! redirect or hang the open. So: no symlink followed, no blocking open,
+//! created 0600 with `O_EXCL`, checked with fstat, and its directories up
+//! to `/` safe from renames by others.
 
 use std::ffi::OsStr;
 use std::fs::File;

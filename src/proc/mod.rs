@@ -1,13 +1,7 @@
 //! Read-only views of /proc: who holds or waits for a lock, and a process's
-//! stat, command line, executable, working directory and open files.
-//!
-//! Every path is taken relative to a root the caller gives ([`Proc::system`]
-//! for `/proc`, [`Proc::at`] for a fake tree in unit tests). `/proc/locks`
-//! names a lock by device and inode, so it answers without any permission
-//! on the lockfile, also for locks taken by other tools. Its PID is the
-//! process that called flock(); that process may have exited while a child
-//! keeps the inherited descriptor, so the real holders are found in the
-//! `lock:` lines of `/proc/PID/fdinfo/FD`.
+//! stat, status, command line, executable, working directory and open
+//! files. Paths are taken relative to a root the caller gives
+//! ([`Proc::system`], or [`Proc::at`] a fake tree in unit tests).
 
 use std::fs;
 use std::io::{self, Read};

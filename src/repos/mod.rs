@@ -1,12 +1,8 @@
-//! Finding the repositories a sync writes to, the way Portage finds them.
-//!
-//! `PORTAGE_REPOSITORIES`, when set, is the only source. Otherwise
-//! `${EPREFIX}/usr/share/portage/config/repos.conf`, then
-//! `${PORTAGE_CONFIGROOT:-${EPREFIX}/}etc/portage/repos.conf`, each a file or
-//! a directory walked recursively in sorted order, skipping names that start
-//! with `.` or end with `~` (and VCS directories). All go into one parser
-//! (see `ini.rs`); an error anywhere makes Portage ignore all of repos.conf,
-//! and then synclock cleans nothing.
+//! Finding the repositories the way Portage does: `PORTAGE_REPOSITORIES`, or
+//! the repos.conf files (a file or a directory walked in sorted order,
+//! skipping `.*` and `*~`) read into one parser (`ini.rs`). An error
+//! anywhere makes Portage ignore all of repos.conf; synclock then cleans
+//! nothing.
 
 mod ini;
 

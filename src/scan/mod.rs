@@ -1,15 +1,10 @@
 //! Syncs that run outside synclock, and waiting for them to end.
 //!
-//! The lock only orders syncs that take it. Once it holds the lock, and
-//! before cleaning, synclock lists /proc and judges each process (see
-//! `verdict.rs`). Never counted: synclock itself and its ancestors (an
-//! unwrapped `eix-sync` calling a wrapped `emerge --sync`), nor whoever
-//! holds or waits for the same lock and their ancestors (another such
-//! eix-sync, whose wrapped part queues behind us: waiting for it would be
-//! waiting for ourselves). Each other process costs one readlink of its
+//! The scan lists /proc and judges each process (see `verdict.rs`), passing
+//! over synclock, its ancestors, and whoever holds or waits for the same
+//! lock with their ancestors. A process costs one readlink of its
 //! executable; only interpreters and sync tools have their command line
-//! read. Waiting for the syncs found uses pidfds and poll(2): the kernel
-//! wakes us when they exit.
+//! read. Waiting uses pidfds and poll(2).
 
 mod verdict;
 

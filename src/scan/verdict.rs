@@ -1,12 +1,7 @@
-//! The verdict on one process: is it a sync, judged by its executable's
-//! name and its command line alone?
-//!
-//! A sync is `emerge --sync`, `emaint sync`, `pmaint sync`,
-//! `emerge-webrsync`, `emerge-delta-webrsync` or `eix-sync`, run directly or
-//! as a script of an interpreter; a front end that names its repositories
-//! syncs only those ([`Verdict::Repos`]); rsync and git are syncs only when
-//! they work under a repository, which the scan checks ([`Verdict::Tool`]).
-//! synclock itself never is.
+//! The verdict on one process from its executable's name and command line:
+//! `emerge --sync`, `emaint sync`, `pmaint sync`, `emerge-webrsync`,
+//! `emerge-delta-webrsync` and `eix-sync` are syncs (of the repositories
+//! they name, if any); rsync and git are when they work under a repository.
 
 /// Programs that are a sync whatever their arguments.
 const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "eix-sync"];
