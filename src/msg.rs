@@ -56,8 +56,38 @@ fn line(args: fmt::Arguments<'_>) {
     // terminal never interleave (stderr is unbuffered: writeln! would write
     // each piece). A failing stderr has nowhere to report to; the exit code
     // still tells.
-    let text = format!("synclock: {args}\n");
+    let text = format!("synclock: {}\n", visible(&args.to_string()));
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// `text` with its control characters (newlines, escapes, bells) written
+/// out as `\n`, `\x1b`...: what other users put in command lines and file
+/// names can neither forge a line nor drive the terminal.
+pub fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Bytes as text, every byte kept apart: invalid UTF-8 as `\xNN`, and a
+/// backslash doubled so that nothing else reads the same.
+pub fn decode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
 }
 
 /// A command line as a user would type it, for messages: words joined by
@@ -152,6 +182,13 @@ mod tests {
         let words: Vec<OsString> =
             ["emerge", "--sync", "a b", "", "it's"].iter().map(OsString::from).collect();
         assert_eq!(command_line(&words), r"emerge --sync 'a b' '' 'it'\''s'");
+    }
+
+    #[test]
+    fn what_others_wrote_is_made_visible_and_kept_apart() {
+        assert_eq!(visible("a\nb\x1b]0;t\x07\u{9b}"), "a\\nb\\x1b]0;t\\x07\\x9b");
+        assert_eq!(decode(b"a\\b\xfe"), "a\\\\b\\xfe");
+        assert_ne!(decode(b"\xfe"), decode(b"\xff"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! plain values (paths, durations, a borrowed descriptor), never [`Cli`].
 
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -75,8 +76,13 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     }
 
     // The repositories: read before the lock, which reading needs not.
-    let plan = plan(cli);
-    let words: Vec<String> = cli.command.iter().map(|w| w.to_string_lossy().into_owned()).collect();
+    let plan = {
+        let _watch = signals.watch("reading the repository configuration", &not_run(&shown))?;
+        plan(cli)
+    };
+    // Kept byte for byte: two commands that differ only in bytes that are
+    // not UTF-8 are two commands.
+    let words: Vec<String> = cli.command.iter().map(|w| msg::decode(w.as_bytes())).collect();
 
     // The lock, with no sync running outside it. Each round: take the lock;
     // skip the run if --coalesce or --min-interval say so; put the holder
@@ -127,6 +133,7 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     };
     let summary = match &plan {
         Some(plan) if !cli.no_clean || clean.is_some() => {
+            let _watch = signals.watch("cleaning", &not_run(&shown))?;
             clean::run(plan, proc, interrupted.is_some(), mode)
         }
         Some(_) | None => clean::Summary::default(),
@@ -433,6 +440,11 @@ fn report_death(shown: &str, status: std::process::ExitStatus) {
         let core = if status.core_dumped() { " (core dumped)" } else { "" };
         msg::info(format_args!("{shown} was killed by {signal}{core}"));
     }
+}
+
+/// What a signal that ends synclock before COMMAND leaves undone.
+fn not_run(shown: &str) -> String {
+    if shown == "cleaning" { "stopped there".into() } else { format!("{shown} was not run") }
 }
 
 fn my_pid() -> i32 {

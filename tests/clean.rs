@@ -584,7 +584,7 @@ fn a_signal_while_cleaning_ends_the_run_before_the_command() {
         let out = wrapped.finish();
         assert_eq!(out.code(), Some(code), "{signal}: {}", out.stderr);
         assert!(
-            out.stderr.contains(&format!("interrupted by {signal} before touch")),
+            out.stderr.contains(&format!("interrupted by {signal} while cleaning; touch")),
             "{}",
             out.stderr
         );

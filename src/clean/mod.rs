@@ -19,7 +19,7 @@ mod remove;
 use crate::msg;
 use crate::proc::Proc;
 use crate::repos::{self, Repo};
-use remove::{kind, open_dir, open_subdir, stat_at};
+use remove::{kind, open_dir, open_subdir, read_small_at, stat_at, walk};
 
 /// The quarantine a hardlink rsync sync works in (row 1).
 pub const QUARANTINE: &str = ".tmp-unverified-download-quarantine";
@@ -271,13 +271,16 @@ impl Cleaner<'_> {
         // snapshot (else, with tarsync, it updated the tree in place).
         let mut dead = false;
         let mut snapshot = false;
-        let portage = tmpdir.join("portage");
-        let places: [(&Path, &[&str]); 2] = [
-            (tmpdir, &["emerge-webrsync."]),
-            (&portage, &["webrsync-", "delta-webrsync.", "webrsync."]),
+        // PORTAGE_TMPDIR is often world-writable (sticky /var/tmp): below it,
+        // nothing is followed, `portage` included.
+        let Ok(top) = open_dir(tmpdir) else { return };
+        let portage = open_subdir(top.as_fd(), Path::new("portage")).ok();
+        let places = [
+            (Some(top), tmpdir.to_path_buf(), &["emerge-webrsync."][..]),
+            (portage, tmpdir.join("portage"), &["webrsync-", "delta-webrsync.", "webrsync."]),
         ];
-        for (place, prefixes) in places {
-            let Ok(dir) = open_dir(place) else { continue };
+        for (dir, place, prefixes) in places {
+            let Some(dir) = dir else { continue };
             let matching = |n: &str| prefixes.iter().any(|p| mktemp_name(n, p, 6, mktemp_char));
             for name in names_matching(dir.as_fd(), matching) {
                 let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(&name)) else {
@@ -288,13 +291,11 @@ impl Cleaner<'_> {
                 }
                 let path = place.join(&name);
                 dead = true;
-                snapshot |= path.join("snapshot").is_dir();
-                self.remove(
-                    dir.as_fd(),
-                    &name,
-                    &path,
-                    &format!("stale webrsync temp dir {}", path.display()),
-                );
+                snapshot |= open_subdir(dir.as_fd(), Path::new(&name)).is_ok_and(|d| {
+                    matches!(stat_at(d.as_fd(), Path::new("snapshot")), Ok(Some(ref s)) if kind(s) == libc::S_IFDIR)
+                });
+                let what = format!("stale webrsync temp dir {}", path.display());
+                self.remove(dir.as_fd(), &name, &path, &what);
             }
         }
         if dead
@@ -320,31 +321,40 @@ impl Cleaner<'_> {
             return 0;
         };
         let git_path = location.join(".git");
-        if !head_resolves(&git_path) {
+        if !head_resolves(git.as_fd()) {
             msg::info(format_args!(
                 "{} has no resolvable HEAD (an interrupted first clone?); left as is: remove {} \
                  and sync again to re-clone",
                 location.display(),
                 git_path.display()
             ));
+            return 0;
         }
+        // Below .git, as paths relative to it, each a regular file.
         let mut candidates: Vec<PathBuf> =
             ["index", "shallow", "HEAD", "ORIG_HEAD", "config", "packed-refs"]
                 .iter()
-                .map(|name| git_path.join(format!("{name}.lock")))
+                .map(|name| PathBuf::from(format!("{name}.lock")))
                 .collect();
-        collect_ref_locks(&git_path.join("refs"), &mut candidates, 0);
-        let pack = git_path.join("objects/pack");
-        if let Ok(pack_dir) = open_dir(&pack) {
+        if let Ok(refs) = open_subdir(git.as_fd(), Path::new("refs")) {
+            collect_ref_locks(refs.as_fd(), Path::new("refs"), &mut candidates, 0);
+        }
+        if let Some(pack) = walk(git.as_fd(), Path::new("objects/pack")) {
+            let temp = |n: &str| n.starts_with("tmp_pack_") || n.starts_with("tmp_idx_");
             candidates.extend(
-                names_matching(pack_dir.as_fd(), |n| {
-                    n.starts_with("tmp_pack_") || n.starts_with("tmp_idx_")
-                })
-                .iter()
-                .map(|n| pack.join(n)),
+                names_matching(pack.as_fd(), temp)
+                    .iter()
+                    .map(|n| Path::new("objects/pack").join(n)),
             );
         }
-        candidates.retain(|path| fs::symlink_metadata(path).is_ok_and(|m| m.is_file()));
+        let regular = |rel: &PathBuf| {
+            let parent = walk(git.as_fd(), rel.parent().unwrap_or(Path::new("")));
+            let name = Path::new(rel.file_name().unwrap_or_default());
+            parent.is_some_and(
+                |d| matches!(stat_at(d.as_fd(), name), Ok(Some(ref s)) if kind(s) == libc::S_IFREG),
+            )
+        };
+        candidates.retain(regular);
         if candidates.is_empty() {
             return 0;
         }
@@ -357,10 +367,10 @@ impl Cleaner<'_> {
             ));
             return 0;
         }
-        let open = self.proc.open_anywhere(&candidates);
-        drop(git);
+        let paths: Vec<PathBuf> = candidates.iter().map(|rel| git_path.join(rel)).collect();
+        let open = self.proc.open_anywhere(&paths);
         let mut removed = 0;
-        for path in candidates {
+        for (rel, path) in candidates.iter().zip(paths) {
             if let Some((_, pid)) = open.iter().find(|(open, _)| *open == path) {
                 msg::info(format_args!(
                     "left git lock {} alone: PID {pid} has it open",
@@ -368,16 +378,12 @@ impl Cleaner<'_> {
                 ));
                 continue;
             }
-            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            let Some(parent) = walk(git.as_fd(), rel.parent().unwrap_or(Path::new(""))) else {
                 continue;
             };
-            // Open the parent without following symlinks below .git.
-            let Some(parent_fd) = open_below(dir.as_fd(), location, parent) else {
-                continue;
-            };
+            let name = rel.file_name().unwrap_or_default().to_string_lossy();
             let what = format!("stale git lock {}", path.display());
-            removed +=
-                usize::from(self.remove(parent_fd.as_fd(), &name.to_string_lossy(), &path, &what));
+            removed += usize::from(self.remove(parent.as_fd(), &name, &path, &what));
         }
         removed
     }
@@ -434,7 +440,9 @@ impl Cleaner<'_> {
         self.summary.entries += outcome.entries;
         match self.mode {
             Mode::Remove => msg::info(format_args!("removed {what}{entries}")),
-            Mode::DryRun => println!("would remove {}{entries}", path.display()),
+            Mode::DryRun => {
+                println!("would remove {}{entries}", msg::visible(&path.display().to_string()))
+            }
             Mode::Leave => msg::info(format_args!("left {}{entries} in place", path.display())),
         }
         true
@@ -487,19 +495,24 @@ fn mktemp_char(c: char) -> bool {
     c.is_ascii_alphanumeric()
 }
 
-fn collect_ref_locks(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(file_type) = entry.file_type() else {
-            continue;
-        };
-        let path = entry.path();
-        if file_type.is_dir() && depth < 16 {
-            collect_ref_locks(&path, out, depth + 1);
-        } else if file_type.is_file() && path.extension().is_some_and(|e| e == "lock") {
-            out.push(path);
+/// The `*.lock` files below the refs directory open as `dir` (at `rel`
+/// below .git), walked without following a symlink.
+fn collect_ref_locks(dir: BorrowedFd<'_>, rel: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    use std::os::unix::ffi::OsStrExt;
+    for (name, _) in remove::list(dir).unwrap_or_default() {
+        let name = Path::new(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        match stat_at(dir, name) {
+            Ok(Some(s)) if kind(&s) == libc::S_IFDIR && depth < 16 => {
+                if let Ok(sub) = open_subdir(dir, name) {
+                    collect_ref_locks(sub.as_fd(), &rel.join(name), out, depth + 1);
+                }
+            }
+            Ok(Some(s))
+                if kind(&s) == libc::S_IFREG && name.extension().is_some_and(|e| e == "lock") =>
+            {
+                out.push(rel.join(name));
+            }
+            _ => {}
         }
     }
 }
@@ -519,30 +532,28 @@ fn git_working_in(proc: &Proc, location: &Path) -> Option<crate::proc::Process> 
     proc.process(pid)
 }
 
-/// Opens `target`, a directory below `location`, one component at a time
-/// without following symlinks.
-fn open_below(location_fd: BorrowedFd<'_>, location: &Path, target: &Path) -> Option<OwnedFd> {
-    let relative = target.strip_prefix(location).ok()?;
-    let mut current = location_fd.try_clone_to_owned().ok()?;
-    for part in relative.components() {
-        current = open_subdir(current.as_fd(), Path::new(part.as_os_str())).ok()?;
-    }
-    Some(current)
-}
-
 /// Whether `.git/HEAD` names a commit or an existing ref.
-fn head_resolves(git: &Path) -> bool {
-    let Ok(head) = fs::read_to_string(git.join("HEAD")) else {
+fn head_resolves(git: BorrowedFd<'_>) -> bool {
+    let Some(head) = read_small_at(git, Path::new("HEAD"), 4096) else {
         return false;
     };
+    let head = String::from_utf8_lossy(&head);
     let head = head.trim();
     match head.strip_prefix("ref:") {
         None => !head.is_empty(),
         Some(name) => {
-            let name = name.trim();
-            git.join(name).is_file()
-                || fs::read_to_string(git.join("packed-refs"))
-                    .is_ok_and(|p| p.lines().any(|l| l.ends_with(&format!(" {name}"))))
+            let name = Path::new(name.trim());
+            let file = Path::new(name.file_name().unwrap_or_default());
+            let loose = walk(git, name.parent().unwrap_or(Path::new(""))).is_some_and(|dir| {
+                matches!(stat_at(dir.as_fd(), file), Ok(Some(ref s)) if kind(s) == libc::S_IFREG)
+            });
+            let packed = || {
+                let wanted = format!(" {}", name.display());
+                read_small_at(git, Path::new("packed-refs"), 64 << 20).is_some_and(|text| {
+                    String::from_utf8_lossy(&text).lines().any(|line| line.ends_with(&wanted))
+                })
+            };
+            loose || packed()
         }
     }
 }

@@ -47,6 +47,53 @@ pub fn open_subdir(parent: BorrowedFd<'_>, name: &Path) -> Result<OwnedFd, Errno
     openat(parent, name, flags, Mode::empty())
 }
 
+/// Opens the directory `relative` (plain names only) below `dir`, one
+/// component at a time, without following a symlink.
+pub fn walk(dir: BorrowedFd<'_>, relative: &Path) -> Option<OwnedFd> {
+    let mut current = dir.try_clone_to_owned().ok()?;
+    for part in relative.components() {
+        let std::path::Component::Normal(name) = part else { return None };
+        current = open_subdir(current.as_fd(), Path::new(name)).ok()?;
+    }
+    Some(current)
+}
+
+/// The regular file `name` in `dir`, read without following a symlink or
+/// blocking (a fifo), when it holds at most `max` bytes.
+pub fn read_small_at(dir: BorrowedFd<'_>, name: &Path, max: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::empty()).ok()?;
+    let stat = fstat(fd.as_fd()).ok()?;
+    if kind(&stat) != libc::S_IFREG || u64::try_from(stat.st_size).ok()? > max {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd).take(max + 1).read_to_end(&mut bytes).ok()?;
+    (bytes.len() as u64 <= max).then_some(bytes)
+}
+
+/// The mount the open `dir` is on (`statx`'s `STATX_MNT_ID`): a bind mount
+/// of the same file system has the same device but another mount.
+fn mount_of(dir: BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: the path is an empty C string and `stx` a buffer of the right
+    // size; with AT_EMPTY_PATH the kernel describes `dir` itself.
+    let done = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    // SAFETY: statx filled the buffer when it returned 0.
+    let stx = (done == 0).then(|| unsafe { stx.assume_init() })?;
+    (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
 /// `lstat` of `name` in `parent`; `None` when it does not exist.
 pub fn stat_at(parent: BorrowedFd<'_>, name: &Path) -> Result<Option<FileStat>, Errno> {
     match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -69,7 +116,7 @@ pub fn remove(parent: BorrowedFd<'_>, name: &Path, shown: &Path, dry_run: bool) 
         outcome.failure = Some(Failure { path: shown.to_path_buf(), errno: Errno::EINVAL });
         return outcome;
     };
-    let device = fstat(parent).map(|s| s.st_dev).unwrap_or(0);
+    let device = (fstat(parent).map(|s| s.st_dev).unwrap_or(0), mount_of(parent));
     let above = shown.parent().unwrap_or(Path::new(""));
     remove_entry(parent, &cname, None, device, above, dry_run, &mut outcome, 0);
     outcome
@@ -84,7 +131,7 @@ fn remove_entry(
     parent: BorrowedFd<'_>,
     name: &CStr,
     hint: Option<Type>,
-    device: u64,
+    device: (u64, Option<u64>),
     above: &Path,
     dry_run: bool,
     outcome: &mut Outcome,
@@ -111,7 +158,7 @@ fn remove_entry(
             Err(errno) => return fail(outcome, &shown(), errno),
         };
         match fstat(dir.as_fd()) {
-            Ok(stat) if stat.st_dev == device => {}
+            Ok(stat) if (stat.st_dev, mount_of(dir.as_fd())) == device => {}
             Ok(_) => return fail(outcome, &shown(), Errno::EXDEV), // a mount point
             Err(errno) => return fail(outcome, &shown(), errno),
         }

@@ -61,7 +61,22 @@ pub fn inspect(proc: &Proc, lockfile: &Path) -> Result<Inspection, Error> {
     let mut entries = proc.lock_entries(id).unwrap_or_default();
     // /proc/locks filters out a holder in another PID namespace: then a
     // probe tells whether the lock is held.
-    let held = entries.holder.is_some() || probe(lockfile).unwrap_or(false);
+    let held = match (entries.holder, probe(lockfile)) {
+        (Some(_), _) | (None, Some(true)) => true,
+        (None, Some(false)) => false,
+        // Not ours to open: a record says someone may hold it where we
+        // cannot see; without one, nothing here holds it.
+        (None, None) if record::read(lockfile, owner).is_some() => {
+            return Err(Error::Os {
+                action: "cannot tell whether this lock is held",
+                path: lockfile.to_path_buf(),
+                errno: Errno::EACCES,
+                hint: "no holder is visible from here and only the lockfile's owner may open it \
+                       to probe; run as root",
+            });
+        }
+        (None, None) => false,
+    };
     if held && entries.holder.is_none() {
         // Taken between the two looks, or hidden from this PID namespace:
         // a second look tells them apart.
@@ -94,8 +109,23 @@ fn probe(path: &Path) -> Option<bool> {
 
 /// The holder as /proc shows it, completed by a record that fits it.
 fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -> Holder {
-    let (process, acquired_by) = match proc.process(lock_pid) {
-        Some(process) if proc.holds(lock_pid, id) != Some(false) => (Some(process), None),
+    let process = proc.process(lock_pid);
+    // Never name a process the kernel does not show holding the lock: when
+    // its descriptors are not ours to read, only its own record vouches.
+    let vouched = |p: &Process| {
+        record.as_ref().is_some_and(|r| {
+            r.pid_namespace == proc.pid_namespace()
+                && r.pid == p.pid
+                && r.start_ticks == p.start_ticks
+        })
+    };
+    let confirmed = match proc.holds(lock_pid, id) {
+        Some(holds) => holds,
+        None => process.as_ref().is_some_and(vouched),
+    };
+    let (process, acquired_by) = match process {
+        Some(process) if confirmed => (Some(process), None),
+        Some(_) if proc.holds(lock_pid, id).is_none() => (None, None),
         _ => {
             let pids = proc.holders(id);
             let top = pids
@@ -109,7 +139,7 @@ fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -
         return Holder { acquired_by, ..from_record(proc, None) };
     };
     let our_namespace = proc.pid_namespace();
-    let fitting = record.filter(|r| fits(r, &process, acquired_by, our_namespace));
+    let fitting = record.filter(|r| fits(proc, r, &process, acquired_by, our_namespace));
     let same_namespace = |r: &Record| r.pid_namespace == our_namespace;
     Holder {
         pid: Some(process.pid),
@@ -131,15 +161,21 @@ fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -
 
 /// Whether `record` was written by the holder /proc shows (or by the
 /// synclock it inherited the lock from), rather than left by an earlier one.
-fn fits(record: &Record, process: &Process, acquired_by: Option<i32>, ns: Option<u64>) -> bool {
+fn fits(
+    proc: &Proc,
+    record: &Record,
+    process: &Process,
+    acquired_by: Option<i32>,
+    ns: Option<u64>,
+) -> bool {
+    let same_start = process.start_ticks == record.start_ticks;
     if record.pid_namespace == ns {
-        let same_process = record.pid == process.pid && process.start_ticks == record.start_ticks;
-        same_process || acquired_by == Some(record.pid)
+        (record.pid == process.pid && same_start) || acquired_by == Some(record.pid)
     } else {
-        // Another PID namespace: its PIDs mean nothing here, but a record
-        // written before the holder started cannot be the holder's.
-        let slack = Duration::from_secs(1);
-        process.started.is_some_and(|started| started <= record.since + slack)
+        // Another PID namespace: the holder must be that namespace's
+        // process with the record's PID there, started at the same tick.
+        let there = record.pid_namespace.map(|ns| (ns, record.pid));
+        same_start && there.is_some() && proc.namespace_pid(process.pid) == there
     }
 }
 
@@ -198,7 +234,7 @@ pub fn describe(holder: &Holder) -> String {
         (None, None, Some(gone)) => {
             format!("a process that inherited it from PID {gone} (gone); run as root to see which")
         }
-        (None, None, None) => "a process not visible from here".to_string(),
+        (None, None, None) => "a process not visible from here (run as root to see it)".to_string(),
     };
     if let Some(host) = holder.host.as_ref().filter(|h| **h != local_host()) {
         text.push_str(&format!(" on host {host}"));

@@ -30,7 +30,7 @@ pub fn run(proc: &Proc, path: &Path, json: bool) -> Result<u8, Error> {
     };
     let text =
         if json { to_json(path, &inspection, &runs) } else { to_text(path, &inspection, &runs) };
-    print!("{text}");
+    print!("{}", text.lines().map(|line| msg::visible(line) + "\n").collect::<String>());
     Ok(if inspection.held { HELD } else { FREE })
 }
 

@@ -156,6 +156,16 @@ impl Proc {
             .collect()
     }
 
+    /// The PID namespace of `pid` (its inode) and `pid`'s number there, in
+    /// its innermost namespace (the last of `NSpid` in its status).
+    pub fn namespace_pid(&self, pid: i32) -> Option<(u64, i32)> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = fs::metadata(self.path(pid, "ns/pid")).ok()?.ino();
+        let status = fs::read_to_string(self.path(pid, "status")).ok()?;
+        let line = status.lines().find_map(|line| line.strip_prefix("NSpid:"))?;
+        Some((ns, line.split_whitespace().last()?.parse().ok()?))
+    }
+
     /// The working directory of `pid`.
     pub fn cwd(&self, pid: i32) -> Option<PathBuf> {
         fs::read_link(self.path(pid, "cwd")).ok()
@@ -188,7 +198,9 @@ impl Proc {
         let (parent, start_ticks) = self.stat(pid)?;
         let command = self
             .cmdline(pid)
-            .map(|raw| words(&raw).map(str::to_string).collect())
+            .map(|raw| {
+                raw.split(|b| *b == 0).filter(|w| !w.is_empty()).map(crate::msg::decode).collect()
+            })
             .unwrap_or_default();
         Some(Process {
             pid,
