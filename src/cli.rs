@@ -36,7 +36,8 @@ pub struct Cli {
         long,
         value_name = "PATH",
         env = "SYNCLOCK_LOCKFILE",
-        default_value = DEFAULT_LOCKFILE
+        default_value = DEFAULT_LOCKFILE,
+        value_parser = parse_lockfile
     )]
     pub lockfile: PathBuf,
 
@@ -184,13 +185,29 @@ fn one_line(err: &clap::Error) -> String {
 /// Parses a `--wait` value: a bare number of seconds (as flock(1) takes it,
 /// fractions allowed) or a humantime duration such as `5m` or `1h 30m`.
 pub fn parse_wait(text: &str) -> Result<Duration, String> {
+    /// Longer than any wait anybody means, and short enough to add to any
+    /// time and print as a date.
+    const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     let text = text.trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds)
-            .map_err(|_| format!("'{text}' is not a duration of zero or more seconds"));
+    let duration = match text.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("'{text}' is not a duration of zero or more seconds"))?,
+        Err(_) => humantime::parse_duration(text).map_err(|err| {
+            format!("'{text}' is not a duration ({err}); try 30, 300ms, 5m or '1h 30m'")
+        })?,
+    };
+    if duration > MAX {
+        return Err(format!("'{text}' is longer than 100 years, the most synclock takes"));
     }
-    humantime::parse_duration(text)
-        .map_err(|err| format!("'{text}' is not a duration ({err}); try 30, 300ms, 5m or '1h 30m'"))
+    Ok(duration)
+}
+
+/// Parses `--lockfile`: a path that names a file (no trailing `/`).
+fn parse_lockfile(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() || text.ends_with('/') {
+        return Err(format!("'{text}' names no file; give a path such as /run/synclock.lock"));
+    }
+    Ok(PathBuf::from(text))
 }
 
 #[cfg(test)]
@@ -213,6 +230,8 @@ mod tests {
         assert!(parse_wait("-1").is_err());
         assert!(parse_wait("soon").is_err());
         assert!(parse_wait("inf").is_err());
+        assert!(parse_wait("1e19").is_err() && parse_wait("5e17").is_err());
+        assert!(parse_lockfile("x.lock/").is_err());
     }
 
     fn parse_from(args: &[&str]) -> Cli {

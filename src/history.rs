@@ -11,6 +11,8 @@ use crate::msg;
 
 /// Command lines remembered at most.
 pub const MAX_ENTRIES: usize = 64;
+/// The longest entry remembered: all of them fit in what is read back.
+const MAX_ENTRY: usize = 4000;
 const HEADER: &str = "synclock-history 2";
 
 /// The last run of one command line.
@@ -79,6 +81,13 @@ pub fn last<'a>(runs: &'a [Run], command: &[String]) -> Option<&'a Run> {
 /// `lockfile` (owned by `owner`), replacing the file atomically. Call only
 /// while holding the lock.
 pub fn remember(lockfile: &Path, owner: u32, run: Run) -> std::io::Result<()> {
+    // One huge command line must not push the others out of the file.
+    if encode(std::slice::from_ref(&run)).len() > MAX_ENTRY {
+        msg::verbose(format_args!(
+            "not remembered in the history: a command line over {MAX_ENTRY} bytes"
+        ));
+        return Ok(());
+    }
     let mut runs = read(lockfile, owner);
     runs.retain(|old| old.command != run.command);
     runs.insert(0, run);
@@ -194,5 +203,7 @@ mod tests {
         assert_eq!(runs[0].code, 7);
         assert_eq!(runs.iter().filter(|r| r.command == ["cmd", "3"]).count(), 1);
         assert!(last(&runs, &["cmd".into(), "0".into()]).is_none(), "the oldest fell out");
+        remember(&lock, run(&["x".repeat(300_000).as_str()], 0)).unwrap();
+        assert_eq!(read(&lock, owner).len(), MAX_ENTRIES, "a huge entry pushes none out");
     }
 }

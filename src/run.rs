@@ -174,9 +174,11 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
         pid: my_pid(),
     };
     if let Err(err) = history::remember(path, held.owner, run) {
-        msg::verbose(format_args!(
-            "cannot write history {}: {err}",
-            history::path_for(path).display()
+        let history = history::path_for(path);
+        msg::info(format_args!(
+            "cannot write history {}: {err}; --coalesce and --min-interval know nothing until \
+             it can be: remove it (rm -r {0})",
+            history.display()
         ));
     }
     drop(record);
@@ -481,8 +483,9 @@ impl<'a> RecordInPlace<'a> {
             since,
         };
         if let Err(err) = record::write(path, &record) {
-            msg::verbose(format_args!(
-                "cannot write holder record {}: {err}; status will know less",
+            msg::info(format_args!(
+                "cannot write holder record {}: {err}; a run killed now would not be recovered \
+                 by the next one: remove it (rm -r {0})",
                 record::path_for(path).display()
             ));
         }

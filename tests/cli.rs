@@ -7,6 +7,7 @@ mod coalesce;
 mod exit_codes;
 mod generated;
 mod holder;
+mod hostile;
 mod lockfile_safety;
 mod locking;
 mod nesting;

@@ -61,6 +61,7 @@ fn group_or_world_access_is_refused() {
     std::fs::write(env.lockfile(), "").unwrap();
     std::fs::set_permissions(env.lockfile(), std::fs::Permissions::from_mode(0o644)).unwrap();
     refused(&env, &env.lockfile(), "chmod 600");
+    refused(&env, &env.lockfile(), &format!("fuser -v {}", env.lockfile().display()));
 }
 
 #[test]

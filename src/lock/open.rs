@@ -207,7 +207,8 @@ fn verified(path: &Path, fd: OwnedFd) -> Result<(File, u32), Error> {
             path,
             format!(
                 "its mode {mode:04o} lets group or others open it and hold the lock; run \
-                 'chmod 600 {}'",
+                 'chmod 600 {0}', and see with 'fuser -v {0}' or 'lsof {0}' who may have it \
+                 open already",
                 path.display()
             ),
         ));

@@ -51,6 +51,8 @@ type Options = Vec<(String, String)>;
 const DEFAULT: &str = "DEFAULT";
 /// Python's `MAX_INTERPOLATION_DEPTH`.
 const MAX_DEPTH: usize = 10;
+/// The longest value interpolation may make.
+const MAX_VALUE: usize = 1 << 20;
 
 /// A `configparser.ConfigParser` that files are read into one by one.
 #[derive(Debug, Clone, Default)]
@@ -230,6 +232,13 @@ impl Parser {
             return Err(at(
                 ErrorKind::InterpolationDepthError,
                 "references nest too deep (a cycle?)".into(),
+            ));
+        }
+        // References repeated at every depth grow a value exponentially.
+        if out.len() > MAX_VALUE {
+            return Err(at(
+                ErrorKind::InterpolationDepthError,
+                format!("references expand beyond {MAX_VALUE} bytes"),
             ));
         }
         while !rest.is_empty() {

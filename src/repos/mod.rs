@@ -100,13 +100,21 @@ fn repos_of(sections: &[(String, Vec<(String, String)>)]) -> Vec<Repo> {
 /// `source` itself if it is a file, or the files below it in Portage's
 /// order (`portage.util._recursive_file_list`).
 fn config_files(source: &Path) -> Vec<PathBuf> {
+    walk(source, &mut Vec::new())
+}
+
+/// [`config_files`] below `source`, `above` being the directories on the
+/// way there: a symlink back to one of them is not walked again.
+fn walk(source: &Path, above: &mut Vec<(u64, u64)>) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     match fs::metadata(source) {
-        Ok(meta) if meta.is_dir() => {
+        Ok(meta) if meta.is_dir() && !above.contains(&(meta.dev(), meta.ino())) => {
             let mut names: Vec<std::ffi::OsString> = fs::read_dir(source)
                 .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
                 .unwrap_or_default();
             names.sort();
-            names
+            above.push((meta.dev(), meta.ino()));
+            let files = names
                 .into_iter()
                 .filter(|name| {
                     let name = name.to_string_lossy();
@@ -114,8 +122,10 @@ fn config_files(source: &Path) -> Vec<PathBuf> {
                         && !name.ends_with('~')
                         && !["CVS", "RCS", "SCCS"].contains(&&*name)
                 })
-                .flat_map(|name| config_files(&source.join(name)))
-                .collect()
+                .flat_map(|name| walk(&source.join(name), above))
+                .collect();
+            above.pop();
+            files
         }
         Ok(meta) if meta.is_file() => vec![source.to_path_buf()],
         _ => Vec::new(),

@@ -26,9 +26,12 @@ pub fn judge<'a>(words: &[&'a str]) -> Verdict<'a> {
         return Verdict::NotSync;
     }
     let followed_by = |i: usize, arg: &str| words[i + 1..].iter().position(|w| *w == arg);
-    // The program is argv[0], or the script an interpreter runs.
-    let candidates = if is_interpreter(basename(words[0])) { 3 } else { 1 };
-    for (i, word) in words.iter().enumerate().take(candidates) {
+    // The program is argv[0], or the script an interpreter runs: one of
+    // the first two words after it that are not its own options (`-u`),
+    // the second for a wrapper (`python3.12 .../python-exec2/emerge`).
+    let scripts = if is_interpreter(basename(words[0])) { 2 } else { 0 };
+    let after = words.iter().enumerate().skip(1).filter(|(_, w)| !w.starts_with('-'));
+    for (i, word) in words.iter().enumerate().take(1).chain(after.take(scripts)) {
         match program(basename(word)) {
             Some(Program::Emerge) if followed_by(i, "--sync").is_some() => {
                 return named(positional(&words[i + 1..]));
@@ -142,6 +145,7 @@ mod tests {
         assert!(sync(&["/usr/bin/python3", "/usr/bin/emaint", "sync", "--auto"]));
         assert!(sync(&["/bin/bash", "/usr/bin/emerge-webrsync"]));
         assert!(sync(&["sh", "/usr/bin/eix-sync"]));
+        assert!(sync(&["python3", "-u", "-B", "/usr/bin/emerge", "--sync"]));
         assert!(!sync(&["emerge", "-uDN", "@world"]));
         assert!(!sync(&["emaint", "binhost"]));
         assert!(!sync(&["synclock", "--wait", "1h", "--", "emerge", "--sync"]));

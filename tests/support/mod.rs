@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
+use std::fs;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -352,4 +354,100 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .map(|t| t.split_whitespace().filter_map(|p| p.parse().ok()).collect())
         .unwrap_or_default()
+}
+
+pub const QUARANTINE: &str = ".tmp-unverified-download-quarantine";
+
+/// A stand-in for a sync program: says it started, then runs until its
+/// stdin closes.
+pub const STAND_IN: &str = "#!/bin/sh\necho started\nread _ || true\n";
+
+/// A private Portage configuration root with several repositories and the
+/// leftovers of killed syncs in each.
+pub struct Portage {
+    pub env: TestEnv,
+}
+
+impl Portage {
+    pub fn new() -> Self {
+        Self::with(TestEnv::new())
+    }
+
+    /// For a test whose stand-in syncs others must not see.
+    pub fn exclusive() -> Self {
+        Self::with(TestEnv::exclusive())
+    }
+
+    pub fn with(env: TestEnv) -> Self {
+        let portage = Portage { env };
+        for dir in ["root/etc/portage/repos.conf", "prefix", "repos", "tmp/portage"] {
+            fs::create_dir_all(portage.path(dir)).unwrap();
+        }
+        portage
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.env.path(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    pub fn conf(&self, name: &str, text: &str) {
+        let text = text.replace("@", self.env.dir.path().to_str().unwrap());
+        self.write(&format!("root/etc/portage/repos.conf/{name}"), &text);
+    }
+
+    /// synclock with this config root (and nothing from the host).
+    pub fn synclock<const N: usize>(&self, args: [&str; N]) -> Command {
+        let mut cmd = self.env.synclock(args);
+        cmd.env_remove("PORTAGE_REPOSITORIES")
+            .env("PORTAGE_CONFIGROOT", self.path("root"))
+            .env("EPREFIX", self.path("prefix"))
+            .env("PORTAGE_TMPDIR", self.path("tmp"));
+        cmd
+    }
+
+    /// Writes an executable script `rel` holding `text`.
+    pub fn script(&self, rel: &str, text: &str) {
+        self.write(rel, text);
+        fs::set_permissions(self.path(rel), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// A running stand-in whose command line looks like `emerge --sync`
+    /// (outside any lock) until its stdin is closed.
+    pub fn unwrapped_emerge_sync(&self) -> Bg {
+        self.script("bin/emerge", STAND_IN);
+        let mut cmd = hermetic(self.path("bin/emerge"));
+        cmd.arg("--sync");
+        let mut emerge = Bg::spawn(cmd);
+        emerge.expect_stdout("started");
+        emerge
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        fs::symlink_metadata(self.path(rel)).is_ok()
+    }
+
+    /// An rsync repository with a stale quarantine of `files` files.
+    pub fn rsync_repo(&self, name: &str, files: usize) {
+        self.conf(
+            &format!("{name}.conf"),
+            &format!("[{name}]\nlocation = @/repos/{name}\nsync-type = rsync\n"),
+        );
+        self.write(
+            &format!("repos/{name}/metadata/timestamp.chk"),
+            "Mon, 01 Jan 2026 00:00:00 +0000\n",
+        );
+        self.write(&format!("repos/{name}/profiles/repo_name"), &format!("{name}\n"));
+        for i in 0..files {
+            self.write(
+                &format!("repos/{name}/{QUARANTINE}/cat-{}/pkg-{i}/pkg-{i}.ebuild", i % 7),
+                "EAPI=8\n",
+            );
+        }
+    }
 }
