@@ -38,17 +38,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exit_codes_pass_through() {
-        assert_eq!(code_of(ExitStatus::from_raw(0)), 0);
-        assert_eq!(code_of(ExitStatus::from_raw(3 << 8)), 3);
-        assert_eq!(code_of(ExitStatus::from_raw(255 << 8)), 255);
-    }
-
-    #[test]
-    fn signal_deaths_become_128_plus_n() {
-        assert_eq!(code_of(ExitStatus::from_raw(9)), 137);
-        assert_eq!(code_of(ExitStatus::from_raw(15)), 143);
-        // Core-dump flag set: still the signal number that counts.
-        assert_eq!(code_of(ExitStatus::from_raw(11 | 0x80)), 139);
+    fn codes_pass_through_and_signal_deaths_become_128_plus_n() {
+        for (raw, code) in
+            [(0, 0), (3 << 8, 3), (255 << 8, 255), (9, 137), (15, 143), (11 | 0x80, 139)]
+        {
+            assert_eq!(code_of(ExitStatus::from_raw(raw)), code, "{raw:#x}");
+        }
     }
 }

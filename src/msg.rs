@@ -175,25 +175,16 @@ impl Drop for Live {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
 
     #[test]
-    fn command_line_quotes_only_where_needed() {
-        let words: Vec<OsString> =
-            ["emerge", "--sync", "a b", "", "it's"].iter().map(OsString::from).collect();
+    fn text_for_people() {
+        let words = ["emerge", "--sync", "a b", "", "it's"];
         assert_eq!(command_line(&words), r"emerge --sync 'a b' '' 'it'\''s'");
-    }
-
-    #[test]
-    fn what_others_wrote_is_made_visible_and_kept_apart() {
+        assert_eq!(duration(Duration::from_millis(1234)), "1s 234ms");
+        assert_eq!(duration(Duration::from_millis(192_400)), "3m 12s");
+        // What others wrote is made visible, and kept apart byte for byte.
         assert_eq!(visible("a\nb\x1b]0;t\x07\u{9b}"), "a\\nb\\x1b]0;t\\x07\\x9b");
         assert_eq!(decode(b"a\\b\xfe"), "a\\\\b\\xfe");
         assert_ne!(decode(b"\xfe"), decode(b"\xff"));
-    }
-
-    #[test]
-    fn durations_are_rounded_for_people() {
-        assert_eq!(duration(Duration::from_millis(1234)), "1s 234ms");
-        assert_eq!(duration(Duration::from_millis(192_400)), "3m 12s");
     }
 }

@@ -76,10 +76,8 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     }
 
     // The repositories: read before the lock, which reading needs not.
-    let plan = {
-        let _watch = signals.watch("reading the repository configuration", &not_run(&shown))?;
-        plan(cli)
-    };
+    let reading = "reading the repository configuration";
+    let plan = signals.ending_at_once(reading, &not_run(&shown), || plan(cli))?;
     // Kept byte for byte: two commands that differ only in bytes that are
     // not UTF-8 are two commands.
     let words: Vec<String> = cli.command.iter().map(|w| msg::decode(w.as_bytes())).collect();
@@ -133,8 +131,9 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     };
     let summary = match &plan {
         Some(plan) if !cli.no_clean || clean.is_some() => {
-            let _watch = signals.watch("cleaning", &not_run(&shown))?;
-            clean::run(plan, proc, interrupted.is_some(), mode)
+            signals.ending_at_once("cleaning", &not_run(&shown), || {
+                clean::run(plan, proc, interrupted.is_some(), mode)
+            })?
         }
         Some(_) | None => clean::Summary::default(),
     };

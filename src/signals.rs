@@ -4,7 +4,7 @@
 //! stay pending until read, so one that comes while synclock is busy is
 //! seen at its next look, and the command is never started after one.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -146,61 +146,38 @@ impl Signals {
     }
 }
 
-/// While it lives, INT, TERM, HUP or QUIT end synclock at once, with one
-/// line and 128+N: for steps that may take long and leave nothing that a
-/// later run cannot finish (reading repos.conf, cleaning).
-pub struct Watch {
-    stop: Option<OwnedFd>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 impl Signals {
-    /// Watches for an ending signal while `what` goes on (for the line,
-    /// which also says what was `not_run`).
-    pub fn watch(&self, what: &str, not_run: &str) -> Result<Watch, Error> {
-        let system = |action| move |errno| Error::System { action, errno };
-        let queue = self.queue.as_fd().try_clone_to_owned().map_err(|e| Error::System {
-            action: "cannot duplicate the signalfd",
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-        })?;
-        let (stopped, stop) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(system("cannot create a pipe"))?;
-        let line = format!("while {what}; {not_run}");
-        let thread = std::thread::spawn(move || {
-            loop {
-                let mut fds = [
-                    PollFd::new(queue.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(stopped.as_fd(), PollFlags::POLLIN),
-                ];
-                if poll(&mut fds, PollTimeout::NONE).is_err_and(|e| e != Errno::EINTR) {
-                    return;
-                }
-                if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-                    return;
-                }
-                // One `signalfd_siginfo`; its first field is the number.
-                let mut info = [0u8; 128];
-                if nix::unistd::read(&queue, &mut info).is_ok_and(|n| n == info.len()) {
-                    let number = i32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
-                    if let Some(signal) =
-                        Signal::try_from(number).ok().filter(|s| *s != Signal::SIGCHLD)
-                    {
-                        msg::info(format_args!("interrupted by {signal} {line}"));
-                        std::process::exit(128 + number);
+    /// Runs `work`; should INT, TERM, HUP or QUIT come meanwhile, synclock
+    /// ends at once with one line (`while {what}; {not_run}`) and 128+N.
+    /// For steps that may take long and leave nothing that a later run
+    /// cannot finish (reading repos.conf, cleaning).
+    pub fn ending_at_once<T>(
+        &self,
+        what: &str,
+        not_run: &str,
+        work: impl FnOnce() -> T,
+    ) -> Result<T, Error> {
+        let (stopped, stop) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|errno| Error::System { action: "cannot create a pipe", errno })?;
+        Ok(std::thread::scope(|scope| {
+            scope.spawn(|| {
+                loop {
+                    match self.wait(&[stopped.as_fd()], None, &mut Live::off()) {
+                        Ok(Event::Signal(Signal::SIGCHLD)) => {}
+                        Ok(Event::Signal(signal)) => {
+                            msg::info(format_args!(
+                                "interrupted by {signal} while {what}; {not_run}"
+                            ));
+                            std::process::exit(128 + signal as i32);
+                        }
+                        _ => return,
                     }
                 }
-            }
-        });
-        Ok(Watch { stop: Some(stop), thread: Some(thread) })
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+            });
+            let done = work();
+            drop(stop);
+            done
+        }))
     }
 }
 

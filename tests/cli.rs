@@ -8,6 +8,7 @@ mod exit_codes;
 mod generated;
 mod holder;
 mod hostile;
+mod ini;
 mod lockfile_safety;
 mod locking;
 mod nesting;

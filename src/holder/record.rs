@@ -102,44 +102,31 @@ fn decode(text: &str) -> Option<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-    fn sample() -> Record {
-        Record {
+    #[test]
+    fn written_read_and_removed() {
+        let record = Record {
             pid: 4242,
             start_ticks: 98765,
             pid_namespace: Some(4026531836),
             host: "builder".into(),
             command: vec!["sh".into(), "-c".into(), "echo a\\b\nnext".into(), String::new()],
             since: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_033_600_123),
+        };
+        assert_eq!(decode(&encode(&record)), Some(record.clone()));
+        for garbage in ["", "pid 5\n", "synclock-holder 1\npid x\n", "synclock-holder 1\nhost h\n"]
+        {
+            assert_eq!(decode(garbage), None, "{garbage:?}");
         }
-    }
-
-    #[test]
-    fn encode_decode_round_trip() {
-        assert_eq!(decode(&encode(&sample())), Some(sample()));
-    }
-
-    #[test]
-    fn garbage_is_no_record() {
-        assert_eq!(decode(""), None);
-        assert_eq!(decode("pid 5\n"), None);
-        assert_eq!(decode("synclock-holder 1\npid x\n"), None);
-        assert_eq!(decode("synclock-holder 1\nhost h\n"), None);
-    }
-
-    #[test]
-    fn write_read_remove() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("l");
-        write(&lock, &sample()).unwrap();
-        let meta = fs::symlink_metadata(path_for(&lock)).unwrap();
+        write(&lock, &record).unwrap();
+        let meta = std::fs::symlink_metadata(path_for(&lock)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o644);
-        assert_eq!(read(&lock, meta.uid()), Some(sample()));
+        assert_eq!(read(&lock, meta.uid()), Some(record));
         assert_eq!(read(&lock, meta.uid() + 1), None, "foreign owner must not be trusted");
         remove(&lock);
-        assert_eq!(read(&lock, meta.uid()), None);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no temp file left");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left");
     }
 }

@@ -5,7 +5,7 @@
 //! with DEFAULT and injected defaults. No crate matches these semantics, so
 //! this module follows CPython 3.11's `RawConfigParser._read` and
 //! `BasicInterpolation` line by line, and is tested differentially against
-//! python3 on a corpus of good and broken files.
+//! python3 on a corpus of good and broken files (`tests/ini.rs`).
 
 use std::fmt;
 
@@ -307,6 +307,3 @@ fn section_header(value: &str) -> Option<&str> {
 fn error(kind: ErrorKind, detail: String) -> Error {
     Error { kind, detail }
 }
-
-#[cfg(test)]
-mod tests;

@@ -129,54 +129,44 @@ mod tests {
 
     #[test]
     fn recognises_sync_command_lines() {
-        let sync = |words: &[&str]| judge(words) == Verdict::Sync;
-        assert!(sync(&["emerge", "--sync"]));
-        assert_eq!(
-            judge(&[
-                "/usr/bin/python3.12",
-                "/usr/lib/python-exec/python3.12/emerge",
-                "-q",
-                "--sync",
-                "gentoo"
-            ]),
-            Verdict::Repos(vec!["gentoo"])
-        );
-        assert!(sync(&["emaint", "-a", "sync"]));
-        assert!(sync(&["/usr/bin/python3", "/usr/bin/emaint", "sync", "--auto"]));
-        assert!(sync(&["/bin/bash", "/usr/bin/emerge-webrsync"]));
-        assert!(sync(&["sh", "/usr/bin/eix-sync"]));
-        assert!(sync(&["python3", "-u", "-B", "/usr/bin/emerge", "--sync"]));
-        assert!(!sync(&["emerge", "-uDN", "@world"]));
-        assert!(!sync(&["emaint", "binhost"]));
-        assert!(!sync(&["synclock", "--wait", "1h", "--", "emerge", "--sync"]));
-        assert!(!sync(&["/usr/local/bin/synclock", "--", "emaint", "sync", "-a"]));
-        assert!(!sync(&["vim", "emerge", "--sync"]));
-        assert!(!sync(&["bash", "-c", "for i in 1 2; do x; done"]));
-        // Front ends that name their repositories.
-        assert_eq!(
-            judge(&["emerge", "--sync", "gentoo", "guru"]),
-            Verdict::Repos(vec!["gentoo", "guru"])
-        );
-        assert_eq!(judge(&["emaint", "sync", "-r", "guru"]), Verdict::Repos(vec!["guru"]));
-        assert_eq!(judge(&["emaint", "sync", "--repo=guru"]), Verdict::Repos(vec!["guru"]));
-        assert_eq!(judge(&["emaint", "sync", "-a"]), Verdict::Sync);
-        assert_eq!(judge(&["pmaint", "sync", "gentoo"]), Verdict::Repos(vec!["gentoo"]));
-        assert_eq!(judge(&[]), Verdict::NotSync);
-        // rsync and git also depend on where they work.
-        assert_eq!(judge(&["rsync", "-a", "a", "b"]), Verdict::Tool(0));
-        assert_eq!(judge(&["/bin/sh", "-e", "/usr/bin/git", "pull"]), Verdict::Tool(2));
+        let cases = [
+            ("emerge --sync", "Sync"),
+            (
+                "/usr/bin/python3.12 /usr/lib/python-exec/python3.12/emerge -q --sync gentoo",
+                "Repos([\"gentoo\"])",
+            ),
+            ("emaint -a sync", "Sync"),
+            ("/usr/bin/python3 /usr/bin/emaint sync --auto", "Sync"),
+            ("/bin/bash /usr/bin/emerge-webrsync", "Sync"),
+            ("sh /usr/bin/eix-sync", "Sync"),
+            ("python3 -u -B /usr/bin/emerge --sync", "Sync"),
+            ("emerge --sync gentoo guru", "Repos([\"gentoo\", \"guru\"])"),
+            ("emaint sync -r guru", "Repos([\"guru\"])"),
+            ("emaint sync --repo=guru", "Repos([\"guru\"])"),
+            ("emaint sync -a", "Sync"),
+            ("pmaint sync gentoo", "Repos([\"gentoo\"])"),
+            // rsync and git also depend on where they work.
+            ("rsync -a a b", "Tool(0)"),
+            ("/bin/sh -e /usr/bin/git pull", "Tool(2)"),
+            ("emerge -uDN @world", "NotSync"),
+            ("emaint binhost", "NotSync"),
+            ("synclock --wait 1h -- emerge --sync", "NotSync"),
+            ("/usr/local/bin/synclock -- emaint sync -a", "NotSync"),
+            ("vim emerge --sync", "NotSync"),
+            ("", "NotSync"),
+        ];
+        for (line, want) in cases {
+            let words: Vec<&str> = line.split(' ').filter(|w| !w.is_empty()).collect();
+            assert_eq!(format!("{:?}", judge(&words)), want, "{line}");
+        }
     }
 
     #[test]
     fn executables_that_may_be_a_sync() {
-        for name in ["python3.12", "python-exec2c", "pypy3", "bash", "sh", "busybox"] {
-            assert!(could_be_sync(name), "{name}");
-        }
-        for name in ["rsync", "git", "emerge", "eix-sync", "emerge-webrsync"] {
-            assert!(could_be_sync(name), "{name}");
-        }
-        for name in ["sleep", "synclock", "sshd", "systemd", ""] {
-            assert!(!could_be_sync(name), "{name}");
-        }
+        let may = ["python3.12", "python-exec2c", "pypy3", "bash", "sh", "busybox", "rsync", "git"];
+        assert!(
+            may.iter().chain(&["emerge", "eix-sync", "emerge-webrsync"]).all(|n| could_be_sync(n))
+        );
+        assert!(!["sleep", "synclock", "sshd", "systemd", ""].iter().any(|n| could_be_sync(n)));
     }
 }

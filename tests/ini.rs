@@ -5,7 +5,11 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::*;
+/// The parser itself, compiled into this test from its source.
+#[path = "../src/repos/ini.rs"]
+#[allow(dead_code)]
+mod parser;
+use parser::*;
 
 /// Documents, each a list of files read in order into one parser.
 const CORPUS: &[&[&str]] = &[
