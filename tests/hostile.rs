@@ -14,7 +14,15 @@ fn overlay(p: &Portage) -> std::path::PathBuf {
     p.conf("git.conf", "[overlay]\nlocation = @/repos/overlay\nsync-type = git\n");
     p.write("repos/overlay/.git/refs/heads/master", "0123\n");
     p.write("repos/overlay/.git/index.lock", "");
+    as_nobody(&p.path("repos/overlay"));
     p.path("repos/overlay/.git")
+}
+
+/// Gives `path` (and what is below it, not following symlinks) to nobody,
+/// as if that user had made it.
+fn as_nobody(path: &std::path::Path) {
+    let status = Command::new("chown").args(["-hR", "65534:65534"]).arg(path).status();
+    assert!(status.is_ok_and(|s| s.success()), "chown {}", path.display());
 }
 
 /// Runs `cmd` and fails the test if it takes longer than `limit`.
@@ -59,6 +67,7 @@ fn a_git_head_that_is_a_fifo_or_endless_neither_hangs_nor_eats_memory() {
     ] {
         let _ = fs::remove_file(git.join("HEAD"));
         plant(&git);
+        as_nobody(&git);
         let out = within(p.synclock(["--", "true"]), Duration::from_secs(10));
         assert_eq!(out.code(), Some(0), "{what}: {}", out.stderr);
         assert!(out.stderr.contains("has no resolvable HEAD"), "{what}: {}", out.stderr);
@@ -83,6 +92,7 @@ fn git_refs_that_lead_out_of_the_repository_are_not_walked() {
     fs::write(git.join("HEAD"), "0123456789abcdef0123456789abcdef01234567\n").unwrap();
     fs::remove_dir_all(git.join("refs")).unwrap();
     symlink("/", git.join("refs")).unwrap();
+    as_nobody(&git);
     let out = within(p.synclock(["--", "true"]), Duration::from_millis(1500));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(!git.join("index.lock").exists(), "{}", out.stderr);
@@ -95,6 +105,7 @@ fn a_planted_portage_symlink_in_portage_tmpdir_is_not_followed() {
     p.write("victim/webrsync-a1b2c3/canary", "keep");
     fs::remove_dir_all(p.path("tmp/portage")).unwrap();
     symlink(p.path("victim"), p.path("tmp/portage")).unwrap();
+    as_nobody(&p.path("tmp/portage"));
     let out = run(p.synclock(["--", "true"]));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(p.exists("victim/webrsync-a1b2c3/canary"), "{}", out.stderr);
@@ -308,4 +319,37 @@ kill "$reused" "$(cat "$marker")""#;
         return;
     }
     eprintln!("skipped: other processes took the freed PID first in 5 attempts");
+}
+
+#[test]
+fn a_signal_while_repos_conf_is_read_ends_the_run_at_once() {
+    let p = Portage::new();
+    let dir = p.path("root/etc/portage/repos.conf/many");
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..40_000 {
+        fs::write(
+            dir.join(format!("{i:05}.conf")),
+            format!("[r{i}]\nlocation = /nonexistent/{i}\n"),
+        )
+        .unwrap();
+    }
+    let ran = p.path("ran");
+    let mut wrapped = Bg::spawn(p.synclock(["--", "touch", ran.to_str().unwrap()]));
+    // Seen reading: a descriptor of it open on a file of that directory.
+    let fds = format!("/proc/{}/fd", wrapped.pid);
+    let end = Instant::now() + deadline();
+    while !fs::read_dir(&fds).is_ok_and(|fds| {
+        fds.flatten().any(|fd| fs::read_link(fd.path()).is_ok_and(|f| f.starts_with(&dir)))
+    }) {
+        assert!(Instant::now() < end, "never seen reading repos.conf");
+    }
+    wrapped.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = wrapped.finish();
+    assert_eq!(out.code(), Some(143), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("interrupted by SIGTERM while reading the repository configuration"),
+        "{}",
+        out.stderr
+    );
+    assert!(!ran.exists());
 }
