@@ -20,7 +20,7 @@ use crate::history;
 use crate::holder::{self, record};
 use crate::lock::{self, Held, Outcome, Wait};
 use crate::msg::{self, Live};
-use crate::proc::{FileId, Proc};
+use crate::proc::Proc;
 use crate::repos::{self, Repo};
 use crate::scan::{self, Gone, Ours, Outside};
 use crate::signals::Signals;
@@ -76,18 +76,18 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     }
 
     // The repositories: read before the lock, which reading needs not.
-    let reading = "reading the repository configuration";
-    let plan = signals.ending_at_once(reading, &not_run(&shown), || plan(cli))?;
+    let not_run = not_run(&shown);
+    let plan =
+        plan(cli, &|| signals.end_if_pending("reading the repository configuration", &not_run));
+    let cleaning = || signals.end_if_pending("cleaning", &not_run);
     // Kept byte for byte: two commands that differ only in bytes that are
     // not UTF-8 are two commands.
     let words: Vec<String> = cli.command.iter().map(|w| msg::decode(w.as_bytes())).collect();
 
-    // The lock, with no sync running outside it. Each round: take the lock;
-    // skip the run if --coalesce or --min-interval say so; put the holder
-    // record in place; scan for syncs that bypassed synclock. If one runs,
-    // release the lock (holding it could wait for ourselves: an unwrapped
-    // eix-sync whose wrapped part needs it), wait for it, and start again:
-    // only a scan made while holding the lock says that nothing else syncs.
+    // The lock, with no sync outside it. Each round: take the lock; skip if
+    // --coalesce or --min-interval say so; put the record in place; scan.
+    // If a sync runs outside the lock, release it (holding it could wait for
+    // ourselves), wait for that sync, and start again.
     let mut interrupted = None;
     let (held, record, acquired) = loop {
         let held = match take_lock(cli, proc, &signals, &shown, start)? {
@@ -118,7 +118,7 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
         drop(held);
         if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside, &shown)? {
             if let (Some(_), Some(plan)) = (clean, &plan) {
-                clean::run(plan, proc, interrupted.is_some(), clean::Mode::Leave);
+                clean::run(plan, proc, interrupted.is_some(), clean::Mode::Leave, &cleaning);
             }
             return Ok(code);
         }
@@ -131,9 +131,7 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     };
     let summary = match &plan {
         Some(plan) if !cli.no_clean || clean.is_some() => {
-            signals.ending_at_once("cleaning", &not_run(&shown), || {
-                clean::run(plan, proc, interrupted.is_some(), mode)
-            })?
+            clean::run(plan, proc, interrupted.is_some(), mode, &cleaning)
         }
         Some(_) | None => clean::Summary::default(),
     };
@@ -198,12 +196,18 @@ fn outside_syncs(cli: &Cli, proc: &Proc, plan: Option<&clean::Plan>) -> Vec<Outs
         return Vec::new();
     }
     let path = &cli.lockfile;
-    scan::outside_syncs(proc, my_pid(), lock_id(path), || {
-        let locations = plan.map(clean::Plan::locations).unwrap_or_default();
-        let owners = locations.iter().filter_map(|l| std::fs::metadata(l).ok()).map(|m| m.uid());
-        let uids = [0].into_iter().chain(repos::portage_uid()).chain(owners).collect();
-        Ours { names: plan.map(clean::Plan::names).unwrap_or_default(), locations, uids }
-    })
+    scan::outside_syncs(
+        proc,
+        my_pid(),
+        lock::look_up(path).ok().flatten().map(|(id, _)| id),
+        || {
+            let locations = plan.map(clean::Plan::locations).unwrap_or_default();
+            let owners =
+                locations.iter().filter_map(|l| std::fs::metadata(l).ok()).map(|m| m.uid());
+            let uids = [0].into_iter().chain(repos::portage_uid()).chain(owners).collect();
+            Ours { names: plan.map(clean::Plan::names).unwrap_or_default(), locations, uids }
+        },
+    )
 }
 
 /// The waiting policy that `--wait` and `--nonblock` add up to.
@@ -266,7 +270,7 @@ fn take_lock(
 
 /// The repositories to clean, from repos.conf and `--repo`; `None` when
 /// repos.conf has an error (Portage then ignores all of it).
-fn plan(cli: &Cli) -> Option<clean::Plan> {
+fn plan(cli: &Cli, interrupt: &dyn Fn()) -> Option<clean::Plan> {
     let cwd = std::env::current_dir().unwrap_or_default();
     let extra = cli.repos.iter().map(|dir| {
         let location = cwd.join(dir);
@@ -284,7 +288,7 @@ fn plan(cli: &Cli) -> Option<clean::Plan> {
             rcu_store_dir: None,
         }
     });
-    match repos::discover() {
+    match repos::discover(interrupt) {
         Ok(found) => Some(clean::Plan::new(
             found.into_iter().chain(extra).collect(),
             repos::portage_tmpdir(),
@@ -450,10 +454,6 @@ fn not_run(shown: &str) -> String {
 
 fn my_pid() -> i32 {
     i32::try_from(std::process::id()).unwrap_or(i32::MAX)
-}
-
-fn lock_id(path: &Path) -> Option<FileId> {
-    lock::look_up(path).ok().flatten().map(|(id, _)| id)
 }
 
 /// Our holder record of the lockfile at this path, in place: removed when

@@ -8,7 +8,6 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -42,10 +41,8 @@ impl Signals {
     /// Blocks the handled signals (call before starting any thread) and
     /// opens the signalfd they queue on.
     ///
-    /// A signal synclock inherited as ignored (SIGHUP under `nohup`, SIGINT
-    /// and SIGQUIT in a background job) is left out and stays ignored: the
-    /// kernel queues a blocked signal even when it is ignored, so blocking
-    /// it would turn it back on.
+    /// One inherited as ignored (SIGHUP under `nohup`) is left out and stays
+    /// ignored: the kernel queues a blocked signal even when it is ignored.
     pub fn block() -> Result<Self, Error> {
         let system = |action| move |errno| Error::System { action, errno };
         let handled: SigSet = HANDLED
@@ -126,6 +123,16 @@ impl Signals {
         }
     }
 
+    /// Ends synclock at once with one line and 128+N if INT, TERM, HUP or
+    /// QUIT has come: for long steps to call often, whose work a later run
+    /// can finish (reading repos.conf, cleaning).
+    pub fn end_if_pending(&self, what: &str, not_run: &str) {
+        if let Ok(Some(signal)) = self.pending() {
+            msg::info(format_args!("interrupted by {signal} while {what}; {not_run}"));
+            std::process::exit(128 + signal as i32);
+        }
+    }
+
     /// The next pending signal, if any, without waiting.
     fn read(&self) -> Result<Option<Signal>, Error> {
         loop {
@@ -143,41 +150,6 @@ impl Signals {
                 }
             }
         }
-    }
-}
-
-impl Signals {
-    /// Runs `work`; should INT, TERM, HUP or QUIT come meanwhile, synclock
-    /// ends at once with one line (`while {what}; {not_run}`) and 128+N.
-    /// For steps that may take long and leave nothing that a later run
-    /// cannot finish (reading repos.conf, cleaning).
-    pub fn ending_at_once<T>(
-        &self,
-        what: &str,
-        not_run: &str,
-        work: impl FnOnce() -> T,
-    ) -> Result<T, Error> {
-        let (stopped, stop) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|errno| Error::System { action: "cannot create a pipe", errno })?;
-        Ok(std::thread::scope(|scope| {
-            scope.spawn(|| {
-                loop {
-                    match self.wait(&[stopped.as_fd()], None, &mut Live::off()) {
-                        Ok(Event::Signal(Signal::SIGCHLD)) => {}
-                        Ok(Event::Signal(signal)) => {
-                            msg::info(format_args!(
-                                "interrupted by {signal} while {what}; {not_run}"
-                            ));
-                            std::process::exit(128 + signal as i32);
-                        }
-                        _ => return,
-                    }
-                }
-            });
-            let done = work();
-            drop(stop);
-            done
-        }))
     }
 }
 

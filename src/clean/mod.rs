@@ -93,9 +93,21 @@ impl Plan {
 /// Cleans the leftovers of the planned repositories and of webrsync
 /// (`proc` tells who uses a repository). With `interrupted`, the previous
 /// wrapped run did not finish.
-pub fn run(plan: &Plan, proc: &Proc, interrupted: bool, mode: Mode) -> Summary {
-    let mut cleaner =
-        Cleaner { mode, proc, summary: Summary::default(), portage_uid: OnceCell::new() };
+/// `interrupt` is called often; it may end the process (a signal came).
+pub fn run(
+    plan: &Plan,
+    proc: &Proc,
+    interrupted: bool,
+    mode: Mode,
+    interrupt: &(dyn Fn() + Sync),
+) -> Summary {
+    let mut cleaner = Cleaner {
+        mode,
+        proc,
+        summary: Summary::default(),
+        portage_uid: OnceCell::new(),
+        interrupt,
+    };
     for (repo, location) in plan.located() {
         cleaner.repo(repo, location);
     }
@@ -146,6 +158,7 @@ fn location(repo: &Repo) -> Option<PathBuf> {
 struct Cleaner<'a> {
     mode: Mode,
     proc: &'a Proc,
+    interrupt: &'a (dyn Fn() + Sync),
     summary: Summary,
     /// Looked up only when an owner is neither root nor the repository's
     /// owner.
@@ -421,7 +434,9 @@ impl Cleaner<'_> {
     /// Removes (or, but in [`Mode::Remove`], counts) `name` in `dir` and
     /// reports it in one line; true on success.
     fn remove(&mut self, dir: BorrowedFd<'_>, name: &str, path: &Path, what: &str) -> bool {
-        let outcome = remove::remove(dir, Path::new(name), path, self.mode != Mode::Remove);
+        (self.interrupt)();
+        let outcome =
+            remove::remove(dir, Path::new(name), path, self.mode != Mode::Remove, self.interrupt);
         let entries = match outcome.entries {
             0 | 1 => String::new(),
             n => format!(" ({} entries)", thousands(n)),

@@ -110,30 +110,46 @@ pub fn kind(stat: &FileStat) -> libc::mode_t {
 
 /// Removes `name` in `parent` (at `shown`, for messages): a whole tree if
 /// it is a directory, else the one entry. With `dry_run`, only counts.
-pub fn remove(parent: BorrowedFd<'_>, name: &Path, shown: &Path, dry_run: bool) -> Outcome {
+/// `interrupt` is called before each directory (it may end the process).
+pub fn remove(
+    parent: BorrowedFd<'_>,
+    name: &Path,
+    shown: &Path,
+    dry_run: bool,
+    interrupt: &(dyn Fn() + Sync),
+) -> Outcome {
     let mut outcome = Outcome::default();
     let Ok(cname) = CString::new(name.as_os_str().as_encoded_bytes()) else {
         outcome.failure = Some(Failure { path: shown.to_path_buf(), errno: Errno::EINVAL });
         return outcome;
     };
     let device = (fstat(parent).map(|s| s.st_dev).unwrap_or(0), mount_of(parent));
+    let walk = Walk { device, dry_run, interrupt };
     let above = shown.parent().unwrap_or(Path::new(""));
-    remove_entry(parent, &cname, None, device, above, dry_run, &mut outcome, 0);
+    remove_entry(&walk, parent, &cname, None, above, &mut outcome, 0);
     outcome
+}
+
+/// What holds for a whole removal.
+struct Walk<'a> {
+    /// The device and mount it started on, which it never leaves.
+    device: (u64, Option<u64>),
+    /// Count only.
+    dry_run: bool,
+    /// Called before each directory; may end the process.
+    interrupt: &'a (dyn Fn() + Sync),
 }
 
 /// Directory depth beyond which synclock stops descending: deeper than any
 /// Portage tree, and a bound on open descriptors.
 const MAX_DEPTH: usize = 64;
 
-#[allow(clippy::too_many_arguments)]
 fn remove_entry(
+    walk: &Walk<'_>,
     parent: BorrowedFd<'_>,
     name: &CStr,
     hint: Option<Type>,
-    device: (u64, Option<u64>),
     above: &Path,
-    dry_run: bool,
     outcome: &mut Outcome,
     depth: usize,
 ) {
@@ -149,6 +165,7 @@ fn remove_entry(
         },
     };
     if is_dir {
+        (walk.interrupt)();
         if depth >= MAX_DEPTH {
             return fail(outcome, &shown(), Errno::ELOOP);
         }
@@ -158,7 +175,7 @@ fn remove_entry(
             Err(errno) => return fail(outcome, &shown(), errno),
         };
         match fstat(dir.as_fd()) {
-            Ok(stat) if (stat.st_dev, mount_of(dir.as_fd())) == device => {}
+            Ok(stat) if (stat.st_dev, mount_of(dir.as_fd())) == walk.device => {}
             Ok(_) => return fail(outcome, &shown(), Errno::EXDEV), // a mount point
             Err(errno) => return fail(outcome, &shown(), errno),
         }
@@ -169,16 +186,7 @@ fn remove_entry(
         let here = shown();
         let remove_child = |(child, child_type): &(CString, Option<Type>),
                             outcome: &mut Outcome| {
-            remove_entry(
-                dir.as_fd(),
-                child,
-                *child_type,
-                device,
-                &here,
-                dry_run,
-                outcome,
-                depth + 1,
-            );
+            remove_entry(walk, dir.as_fd(), child, *child_type, &here, outcome, depth + 1);
         };
         if depth == 0 {
             in_parallel(&children, remove_child, outcome);
@@ -188,7 +196,7 @@ fn remove_entry(
             }
         }
     }
-    if !dry_run {
+    if !walk.dry_run {
         let flag = if is_dir { UnlinkatFlags::RemoveDir } else { UnlinkatFlags::NoRemoveDir };
         match unlinkat(parent, name, flag) {
             Ok(()) => {}
@@ -274,7 +282,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, tree.join("d0/link")).unwrap();
         let top = open_dir(dir.path()).unwrap();
         for dry_run in [true, false] {
-            let outcome = remove(top.as_fd(), Path::new("tree"), &tree, dry_run);
+            let outcome = remove(top.as_fd(), Path::new("tree"), &tree, dry_run, &|| {});
             assert_eq!((outcome.entries, outcome.failure), (62, None));
             assert_eq!(tree.exists(), dry_run, "a dry run removes nothing");
         }

@@ -13,7 +13,7 @@ use std::path::Path;
 use nix::libc;
 use nix::sys::stat::fstat;
 
-use crate::lock::open::look_up;
+use crate::lock::open::{look_up, open_existing};
 use crate::msg;
 use crate::proc::{FileId, Proc};
 
@@ -67,8 +67,14 @@ fn check(fd: RawFd, lockfile: &Path, proc: &Proc) -> Result<(), &'static str> {
 }
 
 /// The ancestor of ours that holds the lock on the file at `lockfile`, if
-/// one does (from /proc/locks, then each ancestor's fdinfo).
+/// one does (/proc/locks, then each ancestor's fdinfo; only when the lock is
+/// busy: reading /proc/locks may wait milliseconds for an RCU grace period).
 pub fn held_by_ancestor(lockfile: &Path, proc: &Proc) -> Option<i32> {
+    let busy = open_existing(lockfile)
+        .is_ok_and(|(file, _)| matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+    if !busy {
+        return None;
+    }
     let (id, _) = look_up(lockfile).ok().flatten()?;
     let holder = proc.lock_entries(id)?.holder?;
     let lineage = proc.lineage(std::process::id() as i32);

@@ -96,10 +96,8 @@ fn open_parent(path: &Path) -> Result<OwnedFd, Error> {
             errno,
             hint: "synclock does not create directories; create it or choose another --lockfile",
         })?;
-    // Whoever may rename an entry in any directory on the way could move
-    // the held lockfile away, and the next synclock would create and take
-    // a new one: every directory from the lockfile up to `/`, as written
-    // and as resolved, must be safe (as OpenSSH's StrictModes checks).
+    // Whoever may rename an entry on the way could move the held lockfile
+    // away: every directory up to `/`, as written and resolved, must be safe.
     let absolute = std::env::current_dir().unwrap_or_default().join(parent);
     let resolved = std::fs::canonicalize(&absolute).unwrap_or_else(|_| absolute.clone());
     for dir in absolute.ancestors().chain(resolved.ancestors()) {

@@ -36,7 +36,8 @@ impl Repo {
 pub type Discovery = Result<Vec<Repo>, ini::Error>;
 
 /// The repositories Portage would sync, from the environment and files.
-pub fn discover() -> Discovery {
+/// `interrupt` is called for each file; it may end the process.
+pub fn discover(interrupt: &dyn Fn()) -> Discovery {
     let eprefix = env::var("EPREFIX").unwrap_or_default();
     let root = env::var("ROOT").unwrap_or_else(|_| "/".into());
     let config_root = env::var("PORTAGE_CONFIGROOT").unwrap_or_else(|_| format!("{eprefix}/"));
@@ -55,7 +56,8 @@ pub fn discover() -> Discovery {
             PathBuf::from(format!("{eprefix}/usr/share/portage/config/repos.conf")),
             Path::new(&config_root).join("etc/portage/repos.conf"),
         ];
-        for file in sources.iter().flat_map(|source| config_files(source)) {
+        for file in sources.iter().flat_map(|source| walk(source, &mut Vec::new(), interrupt)) {
+            interrupt();
             // Portage skips a file it cannot open, and reads UTF-8 with
             // replacement and universal newlines.
             let Ok(bytes) = fs::read(&file) else {
@@ -100,13 +102,14 @@ fn repos_of(sections: &[(String, Vec<(String, String)>)]) -> Vec<Repo> {
 /// `source` itself if it is a file, or the files below it in Portage's
 /// order (`portage.util._recursive_file_list`).
 fn config_files(source: &Path) -> Vec<PathBuf> {
-    walk(source, &mut Vec::new())
+    walk(source, &mut Vec::new(), &|| {})
 }
 
 /// [`config_files`] below `source`, `above` being the directories on the
 /// way there: a symlink back to one of them is not walked again.
-fn walk(source: &Path, above: &mut Vec<(u64, u64)>) -> Vec<PathBuf> {
+fn walk(source: &Path, above: &mut Vec<(u64, u64)>, interrupt: &dyn Fn()) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;
+    interrupt();
     match fs::metadata(source) {
         Ok(meta) if meta.is_dir() && !above.contains(&(meta.dev(), meta.ino())) => {
             let mut names: Vec<std::ffi::OsString> = fs::read_dir(source)
@@ -122,7 +125,7 @@ fn walk(source: &Path, above: &mut Vec<(u64, u64)>) -> Vec<PathBuf> {
                         && !name.ends_with('~')
                         && !["CVS", "RCS", "SCCS"].contains(&&*name)
                 })
-                .flat_map(|name| walk(&source.join(name), above))
+                .flat_map(|name| walk(&source.join(name), above, interrupt))
                 .collect();
             above.pop();
             files

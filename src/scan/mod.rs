@@ -45,10 +45,8 @@ pub struct Outside {
 }
 
 /// Sync processes running outside synclock, as `proc` shows them, for the
-/// synclock `me` holding the lock on the file `lock`. A process counts only
-/// when it could write one of `ours` (asked for once, when a first sync
-/// is seen): it runs as one of their users, names one of them or none (a
-/// front end), or works under one of them (rsync, git).
+/// synclock `me` holding the lock on the file `lock`, that could write one
+/// of `ours` (asked for once, when a first sync is seen).
 pub fn outside_syncs(
     proc: &Proc,
     me: i32,
