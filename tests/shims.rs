@@ -160,37 +160,101 @@ fn the_shim_never_execs_itself() {
 }
 
 #[test]
-fn systemd_units_verify() {
+fn systemd_units_verify_as_shipped() {
     let Ok(status) = Command::new("systemd-analyze").arg("--version").output() else {
         eprintln!("skipped: systemd-analyze is not installed");
         return;
     };
     assert!(status.status.success());
+    // A root of our own: the system's units, synclock where the unit calls
+    // it, and the unit files unchanged.
     let env = TestEnv::new();
-    // verify checks that ExecStart programs exist: point them at real ones.
-    let emaint = env.path("emaint");
-    write_exe(&emaint, "#!/bin/sh\n");
+    let system = ["/usr/lib/systemd/system", "/lib/systemd/system"]
+        .into_iter()
+        .find(|d| Path::new(d).join("sysinit.target").exists())
+        .expect("the system's units");
+    let root = env.path("root");
+    fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    let copied =
+        Command::new("cp").arg("-r").arg(system).arg(root.join("usr/lib/systemd/")).status();
+    assert!(copied.unwrap().success());
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::copy(BIN, root.join("usr/bin/synclock")).unwrap();
+    let units = root.join("etc/systemd/system");
+    fs::create_dir_all(&units).unwrap();
     for unit in ["synclock-sync.service", "synclock-sync.timer"] {
-        let text =
-            fs::read_to_string(format!("{}/contrib/systemd/{unit}", env!("CARGO_MANIFEST_DIR")))
-                .unwrap();
-        let text = text
-            .replace("/usr/bin/synclock", BIN)
-            .replace("/usr/bin/emaint", emaint.to_str().unwrap());
-        fs::write(env.path(unit), text).unwrap();
+        fs::copy(
+            format!("{}/contrib/systemd/{unit}", env!("CARGO_MANIFEST_DIR")),
+            units.join(unit),
+        )
+        .unwrap();
     }
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
-        .arg(env.path("synclock-sync.service"))
-        .arg(env.path("synclock-sync.timer"))
+        .arg(format!("--root={}", root.display()))
+        .arg(units.join("synclock-sync.service"))
+        .arg(units.join("synclock-sync.timer"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "systemd-analyze verify failed: {stderr}");
-    // verify only warns about unknown keys: any line about our units fails.
-    let ours = env.dir.path().display().to_string();
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains(&ours)).collect();
+    // verify only warns (a missing program, an unknown key): any line about
+    // our units fails.
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("synclock-sync")).collect();
     assert!(warnings.is_empty(), "systemd-analyze verify warns: {warnings:#?}");
+    // emaint is in /usr/sbin on most Gentoo systems: found through a PATH
+    // that has it, in the unit and in the cron script alike.
+    for file in ["contrib/systemd/synclock-sync.service", "contrib/cron/synclock-sync"] {
+        let text = fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(text.contains("-- emaint sync --auto") && !text.contains("/bin/emaint"), "{file}");
+        assert!(text.contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"), "{file}");
+    }
+}
+
+#[test]
+fn the_shim_says_so_when_synclock_is_missing_and_lets_help_through() {
+    let shims = Shims::new();
+    let mut cmd = hermetic(shims.env.path("shims").join("emerge"));
+    cmd.arg("--sync")
+        .env("PATH", shims.path_var(&shims.default_path()))
+        .env("SYNCLOCK", "synclock-not-installed")
+        .env("LOG", shims.env.path("log"));
+    let out = run(cmd);
+    assert_eq!(out.code(), Some(127), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("synclock-shim: synclock-not-installed not found"),
+        "{}",
+        out.stderr
+    );
+    // Help and version never wait for the lock: hold it, then ask.
+    let mut holder = shims.env.holder();
+    for (name, arg) in
+        [("emerge-webrsync", "--help"), ("emerge-delta-webrsync", "-h"), ("emerge", "--version")]
+    {
+        let (out, log) = shims.run(name, &[arg, "--sync"], &shims.default_path());
+        assert_eq!(out.code(), Some(0), "{name} {arg}: {}", out.stderr);
+        assert_eq!(field(log.lines().next().unwrap(), "fd"), "none", "{name} {arg}: {log}");
+    }
+    holder.release();
+    holder.finish();
+}
+
+#[test]
+fn contrib_scripts_pass_shellcheck() {
+    let Ok(version) = Command::new("shellcheck").arg("--version").output() else {
+        eprintln!("skipped: shellcheck is not installed (bash tests/need.sh installs it)");
+        return;
+    };
+    assert!(version.status.success());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("shellcheck")
+        .args(["contrib/shims/synclock-shim", "contrib/cron/synclock-sync", "contrib/bench/run"])
+        .args(["tests/need.sh", "tests/portage/proof.sh", ".ci/run"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]

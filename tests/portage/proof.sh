@@ -28,9 +28,11 @@ if [ ! -x "$venv/bin/emaint" ]; then
 fi
 
 work=$(mktemp -d /tmp/synclock-proof.XXXXXX)
-daemon_pid= git_daemon_pid=
+daemon_pid='' git_daemon_pid=''
 cleanup() {
-  for pid in $daemon_pid $git_daemon_pid; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+  for pid in $daemon_pid $git_daemon_pid; do
+    if kill "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; fi
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT

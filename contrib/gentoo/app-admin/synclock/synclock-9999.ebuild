@@ -3,6 +3,8 @@
 
 EAPI=8
 
+RUST_MIN_VER="1.89"
+
 inherit cargo git-r3 shell-completion systemd
 
 DESCRIPTION="Run repository syncs (emerge --sync and friends) under one machine-wide lock"
@@ -15,6 +17,10 @@ LICENSE="GPL-2+"
 LICENSE+=" Apache-2.0 MIT Unicode-3.0"
 SLOT="0"
 IUSE="shims"
+# The tests start real processes as root (unshare, setpriv, mount) and the
+# proof fetches Portage from PyPI: run them from a checkout, not here.
+# They need: util-linux, procps, rsync, dev-vcs/git, dev-lang/python.
+RESTRICT="test"
 
 QA_FLAGS_IGNORED="usr/bin/synclock"
 
@@ -25,7 +31,7 @@ src_unpack() {
 
 src_install() {
 	cargo_src_install
-	doman contrib/man/synclock.1
+	doman contrib/man/*.1
 	newbashcomp contrib/completions/synclock.bash synclock
 	dozshcomp contrib/completions/_synclock
 	dofishcomp contrib/completions/synclock.fish
@@ -38,10 +44,11 @@ src_install() {
 		for name in emerge emaint emerge-webrsync emerge-delta-webrsync eix-sync; do
 			dosym synclock-shim /usr/libexec/synclock/shims/${name}
 		done
-		systemd_dounit contrib/systemd/synclock-sync.{service,timer}
-		exeinto /usr/share/synclock/cron
-		doexe contrib/cron/synclock-sync
 	fi
+	# Harmless until enabled.
+	systemd_dounit contrib/systemd/synclock-sync.{service,timer}
+	exeinto /usr/share/synclock/cron
+	doexe contrib/cron/synclock-sync
 }
 
 pkg_postinst() {
@@ -49,7 +56,7 @@ pkg_postinst() {
 		elog "To put every sync through synclock, put the shims first in PATH,"
 		elog "e.g. in /etc/env.d/00synclock: PATH=\"/usr/libexec/synclock/shims\""
 		elog "(then env-update), or link them into /usr/local/sbin."
-		elog "Daily sync: systemctl enable --now synclock-sync.timer, or"
-		elog "ln -s /usr/share/synclock/cron/synclock-sync /etc/cron.daily/"
 	fi
+	elog "Daily sync: systemctl enable --now synclock-sync.timer, or"
+	elog "ln -s /usr/share/synclock/cron/synclock-sync /etc/cron.daily/"
 }
