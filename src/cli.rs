@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::exit;
 use crate::msg;
@@ -25,15 +25,25 @@ pub const DEFAULT_LOCKFILE: &str = "/run/synclock.lock";
     version,
     subcommand_negates_reqs = true,
     disable_help_subcommand = true,
-    after_help = "Exit status: COMMAND's own; 128+N if a signal N killed it; 75 (or -E) when \
-                  the lock was not had; 2 usage error; 125 synclock failed; 126 COMMAND cannot \
-                  be executed; 127 COMMAND not found."
+    override_usage = "synclock [OPTIONS] [--] COMMAND [ARGS...]\n       \
+                      synclock [OPTIONS] status [--json]\n       \
+                      synclock [OPTIONS] clean [--dry-run]",
+    subcommand_help_heading = "Subcommands",
+    subcommand_value_name = "SUBCOMMAND",
+    after_help = "Options go before COMMAND; -- ends them (needed when COMMAND starts with -).\n\
+                  Environment: SYNCLOCK_LOCKFILE, SYNCLOCK_COALESCE, SYNCLOCK_MIN_INTERVAL and\n\
+                  SYNCLOCK_NO_OUTSIDE_CHECK set the defaults of the options of those names.\n\
+                  Exit status: COMMAND's own; 128+N if signal N killed it; 75 (or -E) when the\n\
+                  lock was not had; 2 usage error; 125 synclock failed; 126 COMMAND cannot be\n\
+                  executed; 127 COMMAND not found. See synclock(1)."
 )]
 pub struct Cli {
-    /// The lockfile shared by every sync on this machine (env
-    /// SYNCLOCK_LOCKFILE).
+    /// The lockfile of all syncs (/run/synclock.lock).
     #[arg(
         long,
+        global = true,
+        hide_env = true,
+        hide_default_value = true,
         value_name = "PATH",
         env = "SYNCLOCK_LOCKFILE",
         default_value = DEFAULT_LOCKFILE,
@@ -41,67 +51,67 @@ pub struct Cli {
     )]
     pub lockfile: PathBuf,
 
-    /// Give up after waiting this long: 300ms, 90s, 5m, "1h 30m"; a bare
-    /// number means seconds; 0 means do not wait. Default: wait without limit.
-    #[arg(short, long, value_name = "DURATION", value_parser = parse_wait)]
+    /// Give up after DURATION: 30 (s), 300ms, 5m, 1h.
+    #[arg(short, long, global = true, allow_negative_numbers = true, value_name = "DURATION", value_parser = parse_wait)]
     pub wait: Option<Duration>,
 
-    /// Fail at once when the lock is held (same as --wait 0).
-    #[arg(short, long)]
+    /// Fail at once when the lock is held.
+    #[arg(short, long, global = true)]
     pub nonblock: bool,
 
-    /// Exit code when the lock could not be had.
+    /// Exit code when the lock was not had (75).
     #[arg(
         short = 'E',
         long,
+        global = true,
+        hide_default_value = true,
         value_name = "N",
         default_value_t = exit::DEFAULT_CONFLICT
     )]
     pub conflict_exit_code: u8,
 
     /// Say nothing but errors.
-    #[arg(short, long, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Also report the time spent waiting and the release of the lock.
-    #[arg(short, long)]
+    /// Also say waits, signals and the release.
+    #[arg(short, long, global = true)]
     pub verbose: bool,
 
-    /// Also clean this repository location (repeatable), besides those in
-    /// repos.conf.
-    #[arg(long = "repo", value_name = "DIR")]
+    /// Also clean this repository (repeatable).
+    #[arg(long = "repo", global = true, value_name = "DIR")]
     pub repos: Vec<PathBuf>,
 
-    /// Do not clean stale sync leftovers before running COMMAND.
+    /// Do not clean leftovers of killed syncs.
     #[arg(long)]
     pub no_clean: bool,
 
-    /// Do not look for syncs that run outside synclock, for a COMMAND that
-    /// is no Portage sync (env SYNCLOCK_NO_OUTSIDE_CHECK).
+    /// Do not wait for syncs outside synclock.
     #[arg(
         long,
+        global = true,
+        hide_env = true,
         env = "SYNCLOCK_NO_OUTSIDE_CHECK",
         value_parser = clap::builder::BoolishValueParser::new(),
         action = clap::ArgAction::SetTrue
     )]
     pub no_outside_check: bool,
 
-    /// Do not run COMMAND if the same command line finished successfully
-    /// under the lock while this invocation waited (env SYNCLOCK_COALESCE).
+    /// Skip if the same sync succeeded meanwhile.
     #[arg(
         long,
+        hide_env = true,
         env = "SYNCLOCK_COALESCE",
         value_parser = clap::builder::BoolishValueParser::new(),
         action = clap::ArgAction::SetTrue
     )]
     pub coalesce: bool,
 
-    /// Do not run COMMAND if the same command line last succeeded less than
-    /// DURATION ago (env SYNCLOCK_MIN_INTERVAL).
-    #[arg(long, value_name = "DURATION", env = "SYNCLOCK_MIN_INTERVAL", value_parser = parse_wait)]
+    /// Skip if it succeeded less than DURATION ago.
+    #[arg(long, hide_env = true, allow_negative_numbers = true, value_name = "DURATION", env = "SYNCLOCK_MIN_INTERVAL", value_parser = parse_wait)]
     pub min_interval: Option<Duration>,
 
-    /// Run COMMAND even when --coalesce or --min-interval would skip it.
+    /// Run even if --coalesce or --min-interval skip.
     #[arg(long)]
     pub force: bool,
 
@@ -109,7 +119,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub action: Option<Action>,
 
-    /// The command to run while holding the lock, with its arguments.
+    /// The command to run under the lock.
     #[arg(
         trailing_var_arg = true,
         required = true,
@@ -122,15 +132,13 @@ pub struct Cli {
 /// Subcommands; global options go before them.
 #[derive(Subcommand, Debug)]
 pub enum Action {
-    /// Tell whether the lock is free, who holds it and who waits
-    /// (exit 0 free, 1 held, 125 error).
+    /// Say who holds the lock (exit 0 free, 1 held).
     Status {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Take the lock, remove stale sync leftovers, run nothing
-    /// (exit 0, or 125 if something could not be removed).
+    /// Remove leftovers of killed syncs, under the lock.
     Clean {
         /// List what would be removed, remove nothing.
         #[arg(long)]
@@ -153,13 +161,25 @@ impl Cli {
 /// version go to stdout (exit 0); a usage error becomes one `synclock:` line
 /// on stderr and exit code 2.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
-    Cli::try_parse_from(args).map_err(|err| {
-        use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
-        if matches!(err.kind(), DisplayHelp | DisplayVersion) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    Cli::try_parse_from(&args).map_err(|err| {
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
             let _ = err.print();
             return 0;
         }
-        msg::error(format_args!("{}; see 'synclock --help'", one_line(&err)));
+        // A bad value that came from the environment: name the variable.
+        let from_env = match err.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(arg)) => Cli::command().get_arguments().find_map(|a| {
+                let long = format!("--{}", a.get_long()?);
+                let given = args.iter().any(|w| w.to_str().is_some_and(|w| w.starts_with(&long)));
+                let var = a.get_env()?.to_string_lossy().into_owned();
+                (arg.starts_with(&long) && !given).then_some(var)
+            }),
+            _ => None,
+        };
+        let from_env = from_env.map(|var| format!("{var}: ")).unwrap_or_default();
+        msg::error(format_args!("{from_env}{}; see 'synclock --help'", one_line(&err)));
         exit::USAGE
     })
 }
@@ -168,12 +188,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
 /// and its usage footer.
 fn one_line(err: &clap::Error) -> String {
     let text = err.render().to_string();
-    let mut lines =
-        text.lines().map(str::trim).take_while(|line| !line.starts_with("Usage:")).filter(|line| {
-            !line.is_empty()
-                && !line.starts_with("tip:")
-                && !line.starts_with("For more information")
-        });
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:"))
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"));
     let first = lines.next().unwrap_or("invalid command line");
     let first = first.strip_prefix("error: ").unwrap_or(first);
     std::iter::once(first).chain(lines).collect::<Vec<_>>().join(" ").replace(
@@ -213,7 +232,6 @@ fn parse_lockfile(text: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -73,10 +73,21 @@ impl fmt::Display for Error {
             }
             Error::System { action, errno } => write!(f, "{action}: {}", errno.desc()),
             Error::Spawn { program, source } => match source.kind() {
+                io::ErrorKind::NotFound if program.contains('/') => {
+                    write!(f, "cannot run {program}: no such file; check the path")
+                }
                 io::ErrorKind::NotFound => write!(
                     f,
                     "cannot run {program}: command not found; check PATH or give its full path"
                 ),
+                // flock(1) takes the lockfile first: `synclock /tmp/l.lock cmd`.
+                io::ErrorKind::PermissionDenied if std::path::Path::new(program).is_file() => {
+                    write!(
+                        f,
+                        "cannot run {program}: permission denied; to use it as the lockfile, \
+                         give --lockfile {program}"
+                    )
+                }
                 io::ErrorKind::PermissionDenied => {
                     write!(f, "cannot run {program}: permission denied; is it an executable file?")
                 }

@@ -133,7 +133,9 @@ impl Live {
     /// A live line for a wait that began at `start` and lasts at most
     /// `limit` (`None`: no limit).
     pub fn new(start: Instant, limit: Option<Duration>) -> Self {
-        let enabled = enabled(Level::Normal) && std::io::stderr().is_terminal();
+        // A terminal that cannot erase a line (TERM=dumb) gets none.
+        let dumb = std::env::var_os("TERM").is_none_or(|t| t.is_empty() || t == "dumb");
+        let enabled = enabled(Level::Normal) && std::io::stderr().is_terminal() && !dumb;
         Live { start, limit, enabled, drawn: false, next: start + Duration::from_secs(1) }
     }
 

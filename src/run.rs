@@ -246,11 +246,12 @@ fn take_lock(
                 ));
             }
             Outcome::Acquired(file, waited) => {
-                msg::verbose(format_args!(
-                    "acquired {} after waiting {}",
-                    path.display(),
-                    msg::duration(waited)
-                ));
+                let after = if waited.is_zero() {
+                    "at once".into()
+                } else {
+                    format!("after waiting {}", msg::duration(waited))
+                };
+                msg::verbose(format_args!("acquired {} {after}", path.display()));
                 return Ok(Ok(Held { file, owner }));
             }
             Outcome::Busy(waited) => {

@@ -701,7 +701,7 @@ fn the_wait_for_a_sync_outside_the_lock_has_the_live_line_on_a_terminal() {
         inner.push_str(&format!(" '{}'", arg.to_str().unwrap()));
     }
     let mut cmd = hermetic("script");
-    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]);
+    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", "xterm");
     cmd.envs(wrapped.get_envs().filter_map(|(k, v)| Some((k, v?))));
     let out = run(cmd);
     assert_eq!(out.code(), Some(75), "{out:?}");

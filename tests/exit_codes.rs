@@ -77,3 +77,47 @@ fn help_and_version_exit_0() {
         assert!(out.stdout.contains(option), "help lacks {option}");
     }
 }
+
+#[test]
+fn the_command_line_reads_as_a_user_expects() {
+    let env = TestEnv::new();
+    // Help fits 80 columns and says where options end.
+    let mut help = hermetic(BIN);
+    help.arg("--help");
+    let out = run(help);
+    let long: Vec<&str> = out.stdout.lines().filter(|l| l.chars().count() > 80).collect();
+    assert!(long.is_empty(), "lines over 80 columns: {long:#?}");
+    assert!(out.stdout.contains("-- ends them"), "{}", out.stdout);
+    // Global options after the subcommand, as git and cargo take them.
+    let mut status = hermetic(BIN);
+    status.args(["status", "--lockfile"]).arg(env.lockfile());
+    assert_eq!(run(status).code(), Some(0));
+    // clap's suggestions kept; a bad value from the environment names it;
+    // a negative duration is an invalid value.
+    let (_, stderr) = code_of(&env, &["--wiat", "5", "--", "true"]);
+    assert!(stderr.contains("tip: a similar argument exists: '--wait'"), "{stderr}");
+    let mut coalesce = env.synclock(["--", "true"]);
+    coalesce.env("SYNCLOCK_COALESCE", "maybe");
+    let out = run(coalesce);
+    assert_eq!(out.code(), Some(2));
+    assert!(
+        out.stderr.starts_with("synclock: SYNCLOCK_COALESCE: invalid value 'maybe'"),
+        "{}",
+        out.stderr
+    );
+    let (code, stderr) = code_of(&env, &["--wait", "-5", "--", "true"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("invalid value '-5'"), "{stderr}");
+    // A full path that does not exist; flock(1)'s argument order.
+    let (code, stderr) = code_of(&env, &["--", "/nonexistent/emaint", "sync"]);
+    assert_eq!(code, Some(127));
+    assert!(stderr.contains("/nonexistent/emaint: no such file"), "{stderr}");
+    let lock = env.path("l.lock");
+    std::fs::write(&lock, "").unwrap();
+    let (code, stderr) = code_of(&env, &[lock.to_str().unwrap(), "echo", "hi"]);
+    assert_eq!(code, Some(126));
+    assert!(stderr.contains(&format!("give --lockfile {}", lock.display())), "{stderr}");
+    // -v says when the lock was had at once.
+    let out = run(env.synclock(["-v", "--", "true"]));
+    assert!(out.stderr.contains("at once"), "{}", out.stderr);
+}

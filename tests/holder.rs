@@ -255,7 +255,7 @@ fn waiting_line_is_redrawn_on_a_terminal() {
     let inner =
         format!("'{}' --lockfile '{}' --wait 2500ms -- true", BIN, env.lockfile().display());
     let mut cmd = hermetic("script");
-    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]);
+    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", "xterm");
     let start = Instant::now();
     let out = run(cmd);
     assert!(start.elapsed() >= Duration::from_millis(2500));
@@ -264,4 +264,12 @@ fn waiting_line_is_redrawn_on_a_terminal() {
     assert!(out.stdout.contains("\rsynclock: waited 2s of 2s 500ms\x1b[K"), "{:?}", out.stdout);
     assert!(!out.stdout.contains("waited 3s"), "redrawn more than once a second: {:?}", out.stdout);
     assert!(out.stdout.contains("\r\x1b[Ksynclock: gave up after 2s 500ms"), "{:?}", out.stdout);
+    // A terminal that cannot erase a line gets plain lines only.
+    let inner =
+        format!("'{}' --lockfile '{}' --wait 1500ms -- true", BIN, env.lockfile().display());
+    let mut cmd = hermetic("script");
+    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", "dumb");
+    let out = run(cmd);
+    assert_eq!(out.code(), Some(75), "{out:?}");
+    assert!(!out.stdout.contains('\x1b') && !out.stdout.contains("waited"), "{:?}", out.stdout);
 }

@@ -41,7 +41,7 @@ pub fn acquire(
     busy: impl FnOnce(),
 ) -> Result<Outcome, Error> {
     match file.try_lock() {
-        Ok(()) => return Ok(Outcome::Acquired(file, start.elapsed())),
+        Ok(()) => return Ok(Outcome::Acquired(file, Duration::ZERO)),
         Err(std::fs::TryLockError::WouldBlock) => {}
         Err(std::fs::TryLockError::Error(err)) => return Err(lock_failed(path, &err)),
     }
