@@ -17,3 +17,4 @@ mod shims;
 mod signals;
 mod startup;
 mod stress;
+mod verdict;

@@ -19,7 +19,7 @@ mod remove;
 use crate::msg;
 use crate::proc::Proc;
 use crate::repos::{self, Repo};
-use remove::{kind, open_dir, open_subdir, read_small_at, stat_at, walk};
+use remove::{is_at, kind, open_dir, open_subdir, read_small_at, stat_at, walk};
 
 /// The quarantine a hardlink rsync sync works in (row 1).
 pub const QUARANTINE: &str = ".tmp-unverified-download-quarantine";
@@ -238,8 +238,7 @@ impl Cleaner<'_> {
             );
         }
         let update = store.join("update");
-        if !matches!(stat_at(dir.as_fd(), Path::new("update")), Ok(Some(ref s)) if kind(s) == libc::S_IFDIR)
-        {
+        if !is_at(dir.as_fd(), Path::new("update"), libc::S_IFDIR) {
             return;
         }
         if store.join("latest").is_dir() {
@@ -262,20 +261,24 @@ impl Cleaner<'_> {
 
     /// Row 5: zipfile's `.tempXXXXXXXX` holding the previous tree.
     fn zipfile(&mut self, dir: &OwnedFd, location: &Path, repo_owner: u32) {
-        for name in names_matching(dir.as_fd(), |n| mktemp_name(n, ".temp", 8, zipfile_char)) {
-            if let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(&name))
-                && kind(&stat) == libc::S_IFDIR
-                && self.owned_by(stat.st_uid, repo_owner)
-            {
-                let path = location.join(&name);
-                self.remove(
-                    dir.as_fd(),
-                    &name,
-                    &path,
-                    &format!("stale zipfile temp dir {}", path.display()),
-                );
-            }
+        let temp = |n: &str| mktemp_name(n, ".temp", 8, zipfile_char);
+        for name in self.own_dirs(dir.as_fd(), temp, repo_owner) {
+            let path = location.join(&name);
+            let what = format!("stale zipfile temp dir {}", path.display());
+            self.remove(dir.as_fd(), &name, &path, &what);
         }
+    }
+
+    /// The directories in `dir` that `wanted` names, owned by root, portage
+    /// or `owner`.
+    fn own_dirs(
+        &self,
+        dir: BorrowedFd<'_>,
+        wanted: impl Fn(&str) -> bool,
+        owner: u32,
+    ) -> Vec<String> {
+        let own = |n: &String| matches!(stat_at(dir, Path::new(n)), Ok(Some(ref s)) if kind(s) == libc::S_IFDIR && self.owned_by(s.st_uid, owner));
+        names_matching(dir, wanted).into_iter().filter(own).collect()
     }
 
     /// Row 6: webrsync temp dirs of dead runs.
@@ -295,18 +298,11 @@ impl Cleaner<'_> {
         for (dir, place, prefixes) in places {
             let Some(dir) = dir else { continue };
             let matching = |n: &str| prefixes.iter().any(|p| mktemp_name(n, p, 6, mktemp_char));
-            for name in names_matching(dir.as_fd(), matching) {
-                let Ok(Some(stat)) = stat_at(dir.as_fd(), Path::new(&name)) else {
-                    continue;
-                };
-                if kind(&stat) != libc::S_IFDIR || !self.owned_by(stat.st_uid, 0) {
-                    continue;
-                }
+            for name in self.own_dirs(dir.as_fd(), matching, 0) {
                 let path = place.join(&name);
                 dead = true;
-                snapshot |= open_subdir(dir.as_fd(), Path::new(&name)).is_ok_and(|d| {
-                    matches!(stat_at(d.as_fd(), Path::new("snapshot")), Ok(Some(ref s)) if kind(s) == libc::S_IFDIR)
-                });
+                snapshot |= open_subdir(dir.as_fd(), Path::new(&name))
+                    .is_ok_and(|d| is_at(d.as_fd(), Path::new("snapshot"), libc::S_IFDIR));
                 let what = format!("stale webrsync temp dir {}", path.display());
                 self.remove(dir.as_fd(), &name, &path, &what);
             }
@@ -363,9 +359,7 @@ impl Cleaner<'_> {
         let regular = |rel: &PathBuf| {
             let parent = walk(git.as_fd(), rel.parent().unwrap_or(Path::new("")));
             let name = Path::new(rel.file_name().unwrap_or_default());
-            parent.is_some_and(
-                |d| matches!(stat_at(d.as_fd(), name), Ok(Some(ref s)) if kind(s) == libc::S_IFREG),
-            )
+            parent.is_some_and(|d| is_at(d.as_fd(), name, libc::S_IFREG))
         };
         candidates.retain(regular);
         if candidates.is_empty() {
@@ -559,9 +553,8 @@ fn head_resolves(git: BorrowedFd<'_>) -> bool {
         Some(name) => {
             let name = Path::new(name.trim());
             let file = Path::new(name.file_name().unwrap_or_default());
-            let loose = walk(git, name.parent().unwrap_or(Path::new(""))).is_some_and(|dir| {
-                matches!(stat_at(dir.as_fd(), file), Ok(Some(ref s)) if kind(s) == libc::S_IFREG)
-            });
+            let loose = walk(git, name.parent().unwrap_or(Path::new("")))
+                .is_some_and(|dir| is_at(dir.as_fd(), file, libc::S_IFREG));
             let packed = || {
                 let wanted = format!(" {}", name.display());
                 read_small_at(git, Path::new("packed-refs"), 64 << 20).is_some_and(|text| {

@@ -103,6 +103,12 @@ pub fn stat_at(parent: BorrowedFd<'_>, name: &Path) -> Result<Option<FileStat>, 
     }
 }
 
+/// Whether `name` in `dir` is of `kind` (`S_IFDIR`, `S_IFREG`...), not
+/// following a symlink.
+pub fn is_at(dir: BorrowedFd<'_>, name: &Path, of: libc::mode_t) -> bool {
+    matches!(stat_at(dir, name), Ok(Some(ref s)) if kind(s) == of)
+}
+
 /// Whether a stat result is a directory, a symlink or a regular file.
 pub fn kind(stat: &FileStat) -> libc::mode_t {
     stat.st_mode & libc::S_IFMT
