@@ -157,9 +157,8 @@ impl Cli {
     }
 }
 
-/// Parses the command line `args` (the program name first). Help and
-/// version go to stdout (exit 0); a usage error becomes one `synclock:` line
-/// on stderr and exit code 2.
+/// Parses `args` (the program name first): help and version go to stdout
+/// (exit 0), a usage error is one `synclock:` line and exit code 2.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, u8> {
     let args: Vec<OsString> = args.into_iter().collect();
     Cli::try_parse_from(&args).map_err(|err| {

@@ -5,6 +5,9 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::{SigHandler, SigSet, Signal};
 
 /// The command line was wrong (bad duration, missing command).
 pub const USAGE: u8 = 2;
@@ -31,6 +34,23 @@ pub fn code_of(status: ExitStatus) -> u8 {
 /// The shell's code for death by signal number `signal`: 128+N.
 pub fn signal_code(signal: i32) -> u8 {
     u8::try_from(signal).map_or(FAILURE, |n| 128u8.saturating_add(n))
+}
+
+/// The signal synclock is to die by, once its line is said (0: none).
+static DIE_BY: AtomicI32 = AtomicI32::new(0);
+
+/// Notes that synclock, interrupted by `signal` while waiting, ends by it.
+pub fn die_by(signal: Signal) {
+    DIE_BY.store(signal as i32, Ordering::Relaxed);
+}
+
+/// Dies by the signal noted with [`die_by`], if any (a shell loop stops).
+pub fn die_if_asked() {
+    let Ok(signal) = Signal::try_from(DIE_BY.load(Ordering::Relaxed)) else { return };
+    // SAFETY: the default action; no handler of ours runs.
+    let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    let _ = SigSet::from_iter([signal]).thread_unblock();
+    let _ = nix::sys::signal::raise(signal);
 }
 
 #[cfg(test)]

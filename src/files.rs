@@ -92,9 +92,8 @@ pub fn read_trusted(path: &Path, owner: u32) -> Result<String, Unread> {
     Ok(text)
 }
 
-/// Why a file with `meta` is not to be trusted as written by the lock's
-/// holder: not a regular file, owned by someone other than `owner` (the
-/// lockfile's owner), or larger than [`MAX_SIZE`]. `None` when it is.
+/// Why a file with `meta` is not the holder's to trust: not a regular file,
+/// not owned by `owner` (the lockfile's), or over [`MAX_SIZE`].
 fn refusal(meta: &fs::Metadata, owner: u32) -> Option<String> {
     if !meta.is_file() {
         Some("it is not a regular file".into())

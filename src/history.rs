@@ -52,24 +52,14 @@ pub fn read(lockfile: &Path, owner: u32) -> Vec<Run> {
 /// The runs in `text` as read from `path`; what is wrong with it is said
 /// in one line, and the history is then empty.
 fn judge(path: &Path, text: Result<String, Unread>) -> Vec<Run> {
-    let text = match text {
-        Ok(text) => text,
+    let why = match text.map(|text| decode(&text)) {
+        Ok(Ok(runs)) => return runs,
         Err(Unread::Missing) => return Vec::new(),
-        Err(Unread::Refused(why)) => {
-            msg::info(format_args!("ignoring history {}: {why}; starting afresh", path.display()));
-            return Vec::new();
-        }
+        Ok(Err(line)) => format!("it is corrupt (line {line})"),
+        Err(Unread::Refused(why)) => why,
     };
-    match decode(&text) {
-        Ok(runs) => runs,
-        Err(line) => {
-            msg::info(format_args!(
-                "ignoring corrupt history {} (line {line}); starting afresh",
-                path.display()
-            ));
-            Vec::new()
-        }
-    }
+    msg::info(format_args!("ignoring history {}: {why}; starting afresh", path.display()));
+    Vec::new()
 }
 
 /// The last run of `command` in `runs`.
@@ -77,9 +67,8 @@ pub fn last<'a>(runs: &'a [Run], command: &[String]) -> Option<&'a Run> {
     runs.iter().find(|run| run.command == command)
 }
 
-/// Remembers `run` as the last of its command line in the history of
-/// `lockfile` (owned by `owner`), replacing the file atomically. Call only
-/// while holding the lock.
+/// Remembers `run` in the history of `lockfile` (owned by `owner`),
+/// atomically. Call only while holding the lock.
 pub fn remember(lockfile: &Path, owner: u32, run: Run) -> std::io::Result<()> {
     // One huge command line must not push the others out of the file.
     if encode(std::slice::from_ref(&run)).len() > MAX_ENTRY {

@@ -25,11 +25,13 @@ mod signals;
 /// Parses `args` (the program name first), runs them, and returns the exit
 /// code; an error is printed once, as one `synclock:` line.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
-    match cli::parse(args) {
+    let code = match cli::parse(args) {
         Ok(cli) => run::run(cli).unwrap_or_else(|err| {
             msg::error(format_args!("{err}"));
             err.exit_code()
         }),
         Err(code) => code,
-    }
+    };
+    exit::die_if_asked();
+    code
 }

@@ -117,10 +117,9 @@ pub fn duration(d: Duration) -> String {
     humantime::format_duration(rounded).to_string()
 }
 
-/// The live line while waiting on a terminal: redrawn in place (carriage
-/// return, erase to end of line) once a second with the time waited, and
-/// erased when the wait ends. Off a terminal, or with `-q`, it draws
-/// nothing and asks for no wake-ups: logs get the one waiting line only.
+/// The live line while waiting on a terminal, redrawn once a second with the
+/// time waited and erased at the end; off a terminal (or with `-q`) it draws
+/// nothing and asks for no wake-ups.
 pub struct Live {
     start: Instant,
     limit: Option<Duration>,

@@ -188,9 +188,8 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     Ok(exit::code_of(status))
 }
 
-/// Syncs of the `plan`'s repositories that run outside synclock now, as
-/// the holder of the lock at `path` sees them (none when `cli` says not
-/// to look).
+/// Syncs of the `plan`'s repositories that run outside synclock now (none
+/// when `cli` says not to look).
 fn outside_syncs(cli: &Cli, proc: &Proc, plan: Option<&clean::Plan>) -> Vec<Outside> {
     if cli.no_outside_check {
         return Vec::new();
@@ -220,9 +219,8 @@ fn wait_of(cli: &Cli) -> Wait {
     }
 }
 
-/// Takes the lock for `what` (a command line, for messages), within what
-/// is left of the `--wait` budget that began at `start`; `Err(code)` when
-/// synclock must exit with `code` instead.
+/// Takes the lock for `what` (for messages), within the `--wait` budget
+/// that began at `start`; `Err(code)` when synclock must exit with `code`.
 fn take_lock(
     cli: &Cli,
     proc: &Proc,
@@ -263,6 +261,9 @@ fn take_lock(
                     "interrupted by {signal} while waiting for {}; {what} was not run",
                     path.display()
                 ));
+                if signal == Signal::SIGINT {
+                    exit::die_by(signal);
+                }
                 return Ok(Err(exit::signal_code(signal as i32)));
             }
         }
@@ -344,9 +345,8 @@ fn already_done(
     true
 }
 
-/// Waits, within the `--wait` budget that began at `start`, for syncs that
-/// run outside synclock (`what` is what waits for them, for messages);
-/// `Some(code)` when synclock must exit with it.
+/// Waits, within the `--wait` budget that began at `start`, for syncs
+/// outside synclock; `Some(code)` when synclock must exit with it.
 fn wait_for_outside(
     cli: &Cli,
     proc: &Proc,
@@ -391,6 +391,9 @@ fn wait_for_outside(
             msg::info(format_args!(
                 "interrupted by {signal} while waiting for {who}; {what} was not run"
             ));
+            if signal == Signal::SIGINT {
+                exit::die_by(signal);
+            }
             Ok(Some(exit::signal_code(signal as i32)))
         }
     }

@@ -123,9 +123,8 @@ impl Signals {
         }
     }
 
-    /// Ends synclock at once with one line and 128+N if INT, TERM, HUP or
-    /// QUIT has come: for long steps to call often, whose work a later run
-    /// can finish (reading repos.conf, cleaning).
+    /// Ends synclock at once (one line, 128+N) if INT, TERM, HUP or QUIT has
+    /// come: for long steps whose work a later run can finish.
     pub fn end_if_pending(&self, what: &str, not_run: &str) {
         if let Ok(Some(signal)) = self.pending() {
             msg::info(format_args!("interrupted by {signal} while {what}; {not_run}"));

@@ -273,3 +273,26 @@ fn waiting_line_is_redrawn_on_a_terminal() {
     assert_eq!(out.code(), Some(75), "{out:?}");
     assert!(!out.stdout.contains('\x1b') && !out.stdout.contains("waited"), "{:?}", out.stdout);
 }
+
+#[test]
+fn status_refuses_what_a_run_would_refuse() {
+    let env = TestEnv::new();
+    let mode = |path: &std::path::Path, m| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    std::fs::create_dir(env.path("dir.lock")).unwrap();
+    std::fs::write(env.path("open.lock"), "").unwrap();
+    mode(&env.path("open.lock"), 0o644);
+    for (lock, why) in [
+        ("missing/x.lock", "cannot open the directory of lockfile"),
+        ("dir.lock", "is a directory"),
+        ("open.lock", "chmod 600"),
+    ] {
+        let mut cmd = hermetic(BIN);
+        cmd.arg("--lockfile").arg(env.path(lock)).arg("status");
+        let out = run(cmd);
+        assert_eq!(out.code(), Some(125), "{lock}: {}{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains(why), "{lock}: {}", out.stderr);
+    }
+}

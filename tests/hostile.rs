@@ -302,6 +302,9 @@ if [ "$reused" = "$acquirer" ]; then
   setpriv --reuid=65534 --regid=65534 --clear-groups "$bin" --lockfile "$lock" status --json
 fi
 kill "$reused" "$(cat "$marker")""#;
+    // A lockfile a run would take (flock(1) would create it 0644).
+    fs::write(env.lockfile(), "").unwrap();
+    fs::set_permissions(env.lockfile(), fs::Permissions::from_mode(0o600)).unwrap();
     let lock = env.lockfile().display().to_string();
     for attempt in 0..5 {
         let marker = env.path(&format!("locked{attempt}")).display().to_string();

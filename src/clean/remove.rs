@@ -213,9 +213,8 @@ fn remove_entry(
     outcome.entries += 1;
 }
 
-/// Runs `remove` on each of `children` with one thread per CPU (at most 4)
-/// taking the next child in turn: unlinking in different directories
-/// proceeds in parallel in the kernel. The outcomes add up into `outcome`.
+/// Runs `remove` on each of `children`, one thread per CPU (at most 4),
+/// adding the outcomes up into `outcome`: the kernel unlinks in parallel.
 fn in_parallel<T: Sync>(
     children: &[T],
     remove: impl Fn(&T, &mut Outcome) + Sync,

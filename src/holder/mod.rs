@@ -93,9 +93,8 @@ pub fn inspect(proc: &Proc, lockfile: &Path) -> Result<Inspection, Error> {
     Ok(Inspection { held, holder, waiters })
 }
 
-/// Whether a non-blocking flock on the lockfile fails; `None` when we may
-/// not open it. Taking a free lock for a moment is harmless: a synclock
-/// starting just then waits that moment.
+/// Whether a non-blocking flock on the lockfile fails (`None`: we may not
+/// open it). Taking a free lock for a moment only delays another a moment.
 fn probe(path: &Path) -> Option<bool> {
     let (file, _) = lock::open_existing(path).ok()?;
     match file.try_lock() {
@@ -131,7 +130,7 @@ fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -
             let top = pids
                 .iter()
                 .copied()
-                .find(|pid| proc.parent_of(*pid).is_none_or(|up| !pids.contains(&up)));
+                .find(|pid| proc.stat(*pid).and_then(|s| s.0).is_none_or(|up| !pids.contains(&up)));
             (top.and_then(|pid| proc.process(pid)), Some(lock_pid))
         }
     };

@@ -23,6 +23,8 @@ pub const HELD: u8 = 1;
 
 /// Prints the state of the lock at `path` and returns the exit code.
 pub fn run(proc: &Proc, path: &Path, json: bool) -> Result<u8, Error> {
+    // A lockfile that a run would refuse is an error here too.
+    lock::check(path)?;
     let inspection = holder::inspect(proc, path)?;
     let runs = match lock::look_up(path)? {
         Some((_, owner)) => history::read(path, owner),

@@ -108,9 +108,8 @@ fn open_parent(path: &Path) -> Result<OwnedFd, Error> {
     Ok(dir)
 }
 
-/// Refuses a directory on the lockfile's way that someone other than root
-/// or the caller owns, or that group or others may write without the
-/// sticky bit.
+/// Refuses a directory on the way that another user owns, or that group or
+/// others may write without the sticky bit.
 fn check_directory(path: &Path, dir: &Path, stat: &FileStat) -> Result<(), Error> {
     let owner = Uid::from_raw(stat.st_uid);
     if !owner.is_root() && owner != geteuid() {
@@ -183,11 +182,28 @@ fn symlink_reason() -> String {
         .into()
 }
 
-/// Checks what was actually opened: a regular file owned by root or the
-/// caller, private to its owner, with one name.
+/// Checks what was actually opened.
 fn verified(path: &Path, fd: OwnedFd) -> Result<(File, u32), Error> {
     let stat = fstat(fd.as_fd()).map_err(|errno| os("cannot stat lockfile", path, errno))?;
-    check_kind(path, &stat)?;
+    check_stat(path, &stat)?;
+    Ok((File::from(fd), stat.st_uid))
+}
+
+/// The checks a run makes of the lockfile at `path`, without opening it
+/// (`status` is for any user): its directories, and what is there.
+pub fn check(path: &Path) -> Result<(), Error> {
+    let name = path.file_name().unwrap_or_default();
+    match fstatat(&open_parent(path)?, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => check_stat(path, &stat),
+        Err(Errno::ENOENT) => Ok(()),
+        Err(errno) => Err(os("cannot look up lockfile", path, errno)),
+    }
+}
+
+/// A regular file owned by root or the caller, private to its owner, with
+/// one name.
+fn check_stat(path: &Path, stat: &FileStat) -> Result<(), Error> {
+    check_kind(path, stat)?;
     let owner = Uid::from_raw(stat.st_uid);
     if !owner.is_root() && owner != geteuid() {
         let name = user_name(owner);
@@ -221,7 +237,7 @@ fn verified(path: &Path, fd: OwnedFd) -> Result<(File, u32), Error> {
             ),
         ));
     }
-    Ok((File::from(fd), stat.st_uid))
+    Ok(())
 }
 
 fn unsafe_lockfile(path: &Path, reason: String) -> Error {

@@ -93,15 +93,10 @@ impl Proc {
         parse_stat(&text)
     }
 
-    /// The parent of `pid`, if it has one and is still there.
-    pub fn parent_of(&self, pid: i32) -> Option<i32> {
-        self.stat(pid).and_then(|(parent, _)| parent)
-    }
-
     /// `pid` and its ancestors, nearest first, up to the first that is gone.
     pub fn lineage(&self, pid: i32) -> Vec<i32> {
         let mut chain = vec![pid];
-        while let Some(parent) = chain.last().and_then(|&p| self.parent_of(p)) {
+        while let Some(parent) = chain.last().and_then(|&p| self.stat(p)?.0) {
             if chain.contains(&parent) || chain.len() > 4096 {
                 break;
             }
@@ -260,9 +255,8 @@ pub fn words(cmdline: &[u8]) -> impl Iterator<Item = &str> {
     cmdline.split(|b| *b == 0).filter(|w| !w.is_empty()).filter_map(|w| std::str::from_utf8(w).ok())
 }
 
-/// Parent PID and start ticks from `/proc/PID/stat`. The command name, in
-/// parentheses, may itself hold spaces and parentheses, so fields are
-/// counted from the last `)`: state is field 3, parent 4, starttime 22.
+/// Parent PID and start ticks from `/proc/PID/stat`, counted from the last
+/// `)` (the command name may hold any): parent is field 4, starttime 22.
 fn parse_stat(stat: &str) -> Option<(Option<i32>, u64)> {
     let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
     let parent = fields.nth(1)?.parse().ok().filter(|p| *p > 0);

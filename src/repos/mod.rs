@@ -142,9 +142,7 @@ pub fn portage_uid() -> Option<u32> {
 }
 
 /// `PORTAGE_TMPDIR`: the environment, else a plain assignment in make.conf
-/// (`/etc/make.conf`, then `/etc/portage/make.conf`, under
-/// PORTAGE_CONFIGROOT), else `/var/tmp`. A value that needs shell expansion
-/// is not guessed at.
+/// (under PORTAGE_CONFIGROOT, not expanded), else `/var/tmp`.
 pub fn portage_tmpdir() -> PathBuf {
     if let Some(dir) = env::var_os("PORTAGE_TMPDIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);

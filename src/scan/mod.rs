@@ -221,16 +221,14 @@ mod tests {
             (201, 1, "/usr/bin/python3.12", "/usr/bin/emaint sync -a", "/"),
             (204, 1, "/usr/bin/rsync", "rsync -a rsync://m/g /var/db/repos/gentoo", "/"),
             (206, 1, "/usr/bin/git", "git pull", "/var/db/repos/gentoo/x"),
-            // Not syncs: a retitled program, tools elsewhere, a synclock.
+            // Not syncs: a retitled program, a tool elsewhere.
             (202, 1, "/bin/sleep", "emerge --sync", "/"),
             (205, 1, "/usr/bin/rsync", "rsync /home/a /home/b", "/"),
-            (207, 1, "/usr/bin/synclock", "synclock -- eix-sync", "/"),
             // A waiter for our lock (301), whose unwrapped parent syncs.
             (302, 1, "/bin/sh", "sh /usr/bin/eix-sync", "/"),
             (301, 302, "/usr/bin/synclock", "synclock -- emerge --sync", "/"),
             // Front ends naming repositories: ours, and another's.
             (400, 1, "/usr/bin/python3.12", "/usr/bin/emaint sync -r gentoo", "/"),
-            (401, 1, "/usr/bin/python3.12", "/usr/bin/emaint sync -r other", "/"),
             (402, 1, "/usr/bin/python3.12", "/usr/bin/emerge --sync other guru", "/"),
             // Another user's sync cannot write our repositories.
             (1001, 1, "/bin/sh", "sh /home/u/eix-sync", "/"),
