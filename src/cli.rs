@@ -18,7 +18,7 @@ use crate::msg;
 /// otherwise: /run is writable by root only, unlike /run/lock.
 pub const DEFAULT_LOCKFILE: &str = "/run/synclock.lock";
 
-/// Runs a repository sync (or any command) while holding one machine-wide lock.
+/// Runs a sync (or any command) under one machine-wide lock.
 #[derive(Parser, Debug)]
 #[command(
     name = "synclock",

@@ -7,9 +7,10 @@ need=()
 want() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
 want flock util-linux; want setpriv util-linux; want unshare util-linux; want mount mount
 want script bsdutils; want pgrep procps; want rsync rsync; want git git; want cc gcc
-want systemd-analyze systemd; want shellcheck shellcheck
+want systemd-analyze systemd; want shellcheck shellcheck; want mandoc mandoc
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 [ -x /usr/bin/time ] || need+=(time)
+[ -e /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)
 [ -x "$(git --exec-path 2>/dev/null)/git-daemon" ] || need+=(git)
 [ ${#need[@]} -eq 0 ] && exit 0
 read -ra need <<<"$(printf '%s\n' "${need[@]}" | sort -u | tr '\n' ' ')"
