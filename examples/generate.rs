@@ -52,11 +52,12 @@ impl Opt {
     fn of(arg: &Arg) -> Option<Opt> {
         let long = arg.get_long()?.to_string();
         let takes = arg.get_action().takes_values();
-        let value = takes.then(|| match long.as_str() {
+        let kind = match long.as_str() {
             "lockfile" => "file",
             "repo" => "dir",
             _ => "value",
-        });
+        };
+        let value = takes.then_some(kind);
         let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
         Some(Opt { long, short: arg.get_short(), help, value })
     }
