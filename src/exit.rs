@@ -13,16 +13,14 @@ use nix::sys::signal::{SigHandler, SigSet, Signal};
 pub const USAGE: u8 = 2;
 /// Default code when the lock could not be had (`EX_TEMPFAIL`); see `-E`.
 pub const DEFAULT_CONFLICT: u8 = 75;
-/// synclock itself failed (unsafe or unopenable lockfile, a failing system
-/// call). Same convention as coreutils' `timeout`, `env` and `chroot`.
+/// synclock itself failed (as coreutils' `timeout`, `env` and `chroot` say).
 pub const FAILURE: u8 = 125;
 /// The command was found but could not be executed.
 pub const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found.
 pub const NOT_FOUND: u8 = 127;
 
-/// The shell's code for a process that ended with `status`: its exit code,
-/// or 128+N when signal N killed it.
+/// The shell's code for `status`: its exit code, or 128+N for signal N.
 pub fn code_of(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
         (Some(code), _) => u8::try_from(code).unwrap_or(FAILURE),

@@ -80,9 +80,11 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     let plan =
         plan(cli, &|| signals.end_if_pending("reading the repository configuration", &not_run));
     let cleaning = || signals.end_if_pending("cleaning", &not_run);
-    // Kept byte for byte: two commands that differ only in bytes that are
-    // not UTF-8 are two commands.
-    let words: Vec<String> = cli.command.iter().map(|w| msg::decode(w.as_bytes())).collect();
+    // Byte for byte: commands that differ in bytes not UTF-8 are two.
+    let mut words: Vec<String> = cli.command.iter().map(|w| msg::decode(w.as_bytes())).collect();
+    if clean.is_some() {
+        words = vec!["synclock".into(), "clean".into()];
+    }
 
     // The lock, with no sync outside it. Each round: take the lock; skip if
     // --coalesce or --min-interval say so; put the record in place; scan.
