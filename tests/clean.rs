@@ -3,7 +3,6 @@
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::PathBuf;
-use std::process::Command;
 
 use nix::sys::signal::Signal;
 
@@ -455,13 +454,6 @@ echo "pid=$!""#;
         "{}",
         out.stderr
     );
-}
-
-/// `args` run as PID 1 of a new PID namespace with its own /proc.
-fn in_container<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
-    let mut cmd = hermetic("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"]).args(args);
-    cmd
 }
 
 #[test]

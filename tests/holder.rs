@@ -171,12 +171,6 @@ fn status_works_for_nobody() {
     assert_ne!(run(cmd).code(), Some(0));
 }
 
-fn in_new_pid_namespace(args: &[&std::ffi::OsStr]) -> std::process::Command {
-    let mut cmd = hermetic("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"]).args(args);
-    cmd
-}
-
 #[test]
 fn holder_in_a_container_seen_from_the_host() {
     if !is_root() {
@@ -188,7 +182,7 @@ fn holder_in_a_container_seen_from_the_host() {
     let mut args: Vec<&std::ffi::OsStr> =
         vec![BIN.as_ref(), "--lockfile".as_ref(), lock.as_os_str(), "--".as_ref()];
     args.extend(HOLDER_SCRIPT.iter().map(|w| std::ffi::OsStr::new(*w)));
-    let mut holder = Bg::spawn(in_new_pid_namespace(&args));
+    let mut holder = Bg::spawn(in_container(&args));
     holder.expect_stdout("locked");
     let inner_synclock = children_of(holder.pid.as_raw())[0];
     let (code, json) = status_json(&env);
@@ -214,7 +208,7 @@ fn holder_on_the_host_seen_from_a_container() {
         "status".as_ref(),
         "--json".as_ref(),
     ];
-    let out = run(in_new_pid_namespace(&args));
+    let out = run(in_container(&args));
     assert_eq!(out.code(), Some(1), "hidden from /proc/locks but still held: {out:?}");
     let json: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json["held"], Value::Bool(true));

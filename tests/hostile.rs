@@ -216,13 +216,6 @@ fn status_in_a_container_that_cannot_tell_says_so() {
     holder.finish();
 }
 
-/// `args` run as PID 1 of a new PID namespace with its own /proc.
-fn in_container(args: &[&str]) -> Command {
-    let mut cmd = hermetic("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc"]).args(args);
-    cmd
-}
-
 #[test]
 fn durations_too_large_and_a_lockfile_naming_a_directory_are_usage_errors() {
     let env = TestEnv::new();

@@ -112,18 +112,22 @@ say "1. control: $collisions of $rounds rounds of unwrapped concurrent syncs fai
 "$synclock" -q -- "${emaint[@]}" >"$work/reset.log" 2>&1 || die "reset sync failed"
 
 # 2. Wrapped: three concurrent syncs per round, emaint and emerge mixed.
+# wrapped_round PREFIX SPACING: runs them; counts a failure in $failures.
+wrapped_round() {
+  local pids=() i cmd
+  for i in 1 2 3; do
+    if [ "$i" = 2 ]; then cmd=("${emerge[@]}"); else cmd=("${emaint[@]}"); fi
+    "$synclock" --wait 5m -- "${cmd[@]}" >"$work/$1$i.log" 2>&1 & pids+=($!)
+    sleep "$2"
+  done
+  for i in 0 1 2; do
+    wait "${pids[$i]}" || { failures=$((failures + 1)); say "wrapped sync $((i + 1)) of round $round failed: $(tail -2 "$work/$1$((i + 1)).log")"; }
+  done
+}
 failures=0
 for round in $(seq "$rounds"); do
   new_round
-  pids=()
-  for i in 1 2 3; do
-    if [ "$i" = 2 ]; then cmd=("${emerge[@]}"); else cmd=("${emaint[@]}"); fi
-    "$synclock" --wait 5m -- "${cmd[@]}" >"$work/w$i.log" 2>&1 & pids+=($!)
-    sleep 0.3
-  done
-  for i in 0 1 2; do
-    wait "${pids[$i]}" || { failures=$((failures + 1)); say "wrapped sync $((i + 1)) of round $round failed: $(tail -2 "$work/w$((i + 1)).log")"; }
-  done
+  wrapped_round w 0.3
   same_as_source || die "round $round: synced tree differs from the source"
 done
 say "2. wrapped: $failures failures in $rounds rounds x 3 concurrent syncs; tree identical to the source after each round"
@@ -214,19 +218,11 @@ done
 say "5. git control: $collisions of $grounds rounds of unwrapped concurrent syncs failed or left a tree unlike the source"
 [ "$collisions" -ge 1 ] || die "the git control never collided: the test does not exercise the race"
 
-# 6. Wrapped: three concurrent syncs per round, emaint and emerge mixed.
+# 6. Wrapped: as 2.
 failures=0
 for round in $(seq "$rounds"); do
   commit_round 0.5
-  pids=()
-  for i in 1 2 3; do
-    if [ "$i" = 2 ]; then cmd=("${emerge[@]}"); else cmd=("${emaint[@]}"); fi
-    "$synclock" --wait 5m -- "${cmd[@]}" >"$work/gw$i.log" 2>&1 & pids+=($!)
-    sleep 0.05
-  done
-  for i in 0 1 2; do
-    wait "${pids[$i]}" || { failures=$((failures + 1)); say "wrapped git sync $((i + 1)) of round $round failed: $(tail -2 "$work/gw$((i + 1)).log")"; }
-  done
+  wrapped_round gw 0.05
   git_same || die "git round $round: HEAD, status or tree differs from the source"
 done
 say "6. git wrapped: $failures failures in $rounds rounds x 3 concurrent syncs; HEAD as the source's, status clean, tree identical after each round"

@@ -319,6 +319,13 @@ pub fn mode_of(path: &Path) -> u32 {
     std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
+/// `args` run as PID 1 of a new PID namespace with its own /proc.
+pub fn in_container<S: AsRef<OsStr>>(args: &[S]) -> Command {
+    let mut cmd = hermetic("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"]).args(args);
+    cmd
+}
+
 /// Re-checks `condition` (which reads /proc or a file) until it holds,
 /// failing the test after the deadline. For states that no pipe announces,
 /// such as a waiter having entered its blocking flock.
