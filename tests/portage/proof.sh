@@ -54,11 +54,19 @@ read only = yes
 CONF
 rsync --daemon --no-detach --address=127.0.0.1 --port="$port" --config="$work/rsyncd.conf" &
 daemon_pid=$!
-for _ in $(seq 100); do
-  rsync --list-only "rsync://127.0.0.1:$port/" >/dev/null 2>&1 && break
-  kill -0 "$daemon_pid" 2>/dev/null || die "rsync daemon did not start"
-  sleep 0.05
-done
+# await_daemon NAME PID CHECK...: until CHECK answers (bounded), or the
+# daemon has died.
+await_daemon() {
+  local name=$1 pid=$2 _
+  shift 2
+  for _ in $(seq 100); do
+    "$@" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || die "$name did not start"
+    sleep 0.05
+  done
+  die "$name did not answer"
+}
+await_daemon "rsync daemon" "$daemon_pid" rsync --list-only "rsync://127.0.0.1:$port/"
 
 export PORTAGE_REPOSITORIES="[DEFAULT]
 main-repo = proof
@@ -176,11 +184,7 @@ git -C "$gsrc" init -q && git -C "$gsrc" add -A && git -C "$gsrc" -c user.name=p
 gport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 git daemon --base-path="$work" --export-all --listen=127.0.0.1 --port="$gport" --reuseaddr "$gsrc" 2>"$work/git-daemon.log" &
 git_daemon_pid=$!
-for _ in $(seq 100); do
-  git ls-remote "git://127.0.0.1:$gport/gitsrc" >/dev/null 2>&1 && break
-  kill -0 "$git_daemon_pid" 2>/dev/null || die "git daemon did not start: $(cat "$work/git-daemon.log")"
-  sleep 0.05
-done
+await_daemon "git daemon" "$git_daemon_pid" git ls-remote "git://127.0.0.1:$gport/gitsrc"
 export PORTAGE_REPOSITORIES="[DEFAULT]
 main-repo = proof
 [proof]
