@@ -92,6 +92,10 @@ fn the_command_line_reads_as_a_user_expects() {
     let mut status = hermetic(BIN);
     status.args(["status", "--lockfile"]).arg(env.lockfile());
     assert_eq!(run(status).code(), Some(0));
+    let mut clean = env.synclock(["clean", "--repo"]);
+    clean.arg(env.dir.path()).args(["-n", "--dry-run"]);
+    let out = run(clean);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
     // clap's suggestions kept; a bad value from the environment names it;
     // a negative duration is an invalid value.
     let (_, stderr) = code_of(&env, &["--wiat", "5", "--", "true"]);
