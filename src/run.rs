@@ -115,7 +115,7 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
         }
         // A record of an unfinished run stays until someone cleans after it.
         if let Some(record) = record {
-            record.release(interrupted.is_some());
+            record.release(interrupted.as_ref());
         }
         drop(held);
         if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside, &shown)? {
@@ -468,10 +468,10 @@ fn my_pid() -> i32 {
 struct RecordInPlace<'a>(&'a Path);
 
 impl<'a> RecordInPlace<'a> {
-    /// Removes the record before the lock is released, or with `keep`
-    /// leaves it as the mark of an unfinished run.
-    fn release(self, keep: bool) {
-        if keep {
+    /// Removes the record before the lock is released, or puts `unfinished`
+    /// (the record of a run that never finished) back in its place.
+    fn release(self, unfinished: Option<&record::Record>) {
+        if unfinished.is_some_and(|r| record::write(self.0, r).is_ok()) {
             std::mem::forget(self);
         }
     }

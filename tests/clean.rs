@@ -706,3 +706,32 @@ fn the_wait_for_a_sync_outside_the_lock_has_the_live_line_on_a_terminal() {
     emerge.release();
     emerge.finish();
 }
+
+#[test]
+fn an_unfinished_runs_record_stays_while_we_wait_for_an_outside_sync() {
+    // The lock is released while we wait: the record of the run that never
+    // finished must be there for whoever takes it meanwhile, as it was.
+    let p = Portage::exclusive();
+    p.rsync_repo("gentoo", 1);
+    let record = format!("{}.holder", p.env.lockfile().display());
+    fs::write(
+        &record,
+        "synclock-holder 1\npid 1\nstart_ticks 1\nhost h\narg original\nsince 1.000\n",
+    )
+    .unwrap();
+    let mut emerge = p.unwrapped_emerge_sync();
+    let mut ours = Bg::spawn(p.synclock(["--wait", "20", "--", "true"]));
+    ours.expect_stderr("which runs outside synclock");
+    let during = fs::read_to_string(&record).unwrap();
+    assert!(
+        during.contains("arg original\n") && during.starts_with("synclock-holder 1\npid 1\n"),
+        "{during}"
+    );
+    emerge.release();
+    emerge.finish();
+    let out = ours.finish();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("(PID 1: original, started"), "{}", out.stderr);
+    assert!(!p.exists(&format!("repos/gentoo/{QUARANTINE}")), "{}", out.stderr);
+    assert!(!std::path::Path::new(&record).exists(), "the record outlived the run");
+}
