@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
+use nix::unistd::getpid;
 
 use crate::clean;
 use crate::cli::{Action, Cli};
@@ -103,8 +104,9 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
         {
             return Ok(0);
         }
-        interrupted =
-            interrupted.or_else(|| record::read(path, held.owner)).filter(|r| r.pid != my_pid());
+        interrupted = interrupted
+            .or_else(|| record::read(path, held.owner))
+            .filter(|r| r.pid != getpid().as_raw());
         let acquired = SystemTime::now();
         // A dry run changes nothing, the record included.
         let record =
@@ -170,7 +172,7 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
         start: acquired,
         end: SystemTime::now(),
         code: exit::code_of(status),
-        pid: my_pid(),
+        pid: getpid().as_raw(),
     };
     if let Err(err) = history::remember(path, held.owner, run) {
         let history = history::path_for(path);
@@ -199,7 +201,7 @@ fn outside_syncs(cli: &Cli, proc: &Proc, plan: Option<&clean::Plan>) -> Vec<Outs
     let path = &cli.lockfile;
     scan::outside_syncs(
         proc,
-        my_pid(),
+        getpid().as_raw(),
         lock::look_up(path).ok().flatten().map(|(id, _)| id),
         || {
             let locations = plan.map(clean::Plan::locations).unwrap_or_default();
@@ -458,10 +460,6 @@ fn not_run(shown: &str) -> String {
     if shown == "cleaning" { "stopped there".into() } else { format!("{shown} was not run") }
 }
 
-fn my_pid() -> i32 {
-    i32::try_from(std::process::id()).unwrap_or(i32::MAX)
-}
-
 /// Our holder record of the lockfile at this path, in place: removed when
 /// dropped, which comes before the lock is released on every way out of a
 /// run but a SIGKILL, which leaves it as the mark of an interrupted run.
@@ -478,7 +476,7 @@ impl<'a> RecordInPlace<'a> {
 
     /// Writes the record of this process running `command` since `since`.
     fn put(path: &'a Path, proc: &Proc, command: &[String], since: SystemTime) -> Self {
-        let pid = my_pid();
+        let pid = getpid().as_raw();
         let record = record::Record {
             pid,
             start_ticks: proc.stat(pid).map_or(0, |(_, ticks)| ticks),

@@ -61,7 +61,7 @@ pub fn inspect(proc: &Proc, lockfile: &Path) -> Result<Inspection, Error> {
     let mut entries = proc.lock_entries(id).unwrap_or_default();
     // /proc/locks filters out a holder in another PID namespace: then a
     // probe tells whether the lock is held.
-    let held = match (entries.holder, probe(lockfile)) {
+    let held = match (entries.holder, lock::is_busy(lockfile)) {
         (Some(_), _) | (None, Some(true)) => true,
         (None, Some(false)) => false,
         // Not ours to open: a record says someone may hold it where we
@@ -93,38 +93,19 @@ pub fn inspect(proc: &Proc, lockfile: &Path) -> Result<Inspection, Error> {
     Ok(Inspection { held, holder, waiters })
 }
 
-/// Whether a non-blocking flock on the lockfile fails (`None`: we may not
-/// open it). Taking a free lock for a moment only delays another a moment.
-fn probe(path: &Path) -> Option<bool> {
-    let (file, _) = lock::open_existing(path).ok()?;
-    match file.try_lock() {
-        Ok(()) => Some(false),
-        Err(std::fs::TryLockError::WouldBlock) => Some(true),
-        Err(std::fs::TryLockError::Error(err)) => {
-            (err.raw_os_error() == Some(Errno::EWOULDBLOCK as i32)).then_some(true)
-        }
-    }
-}
-
 /// The holder as /proc shows it, completed by a record that fits it.
 fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -> Holder {
     let process = proc.process(lock_pid);
+    let our_namespace = proc.pid_namespace();
     // Never name a process the kernel does not show holding the lock: when
     // its descriptors are not ours to read, only its own record vouches.
-    let vouched = |p: &Process| {
-        record.as_ref().is_some_and(|r| {
-            r.pid_namespace == proc.pid_namespace()
-                && r.pid == p.pid
-                && r.start_ticks == p.start_ticks
-        })
-    };
-    let confirmed = match proc.holds(lock_pid, id) {
-        Some(holds) => holds,
-        None => process.as_ref().is_some_and(vouched),
-    };
-    let (process, acquired_by) = match process {
-        Some(process) if confirmed => (Some(process), None),
-        Some(_) if proc.holds(lock_pid, id).is_none() => (None, None),
+    let holds = proc.holds(lock_pid, id);
+    let vouched =
+        |p: &Process| record.as_ref().is_some_and(|r| fits(proc, r, p, None, our_namespace));
+    let (process, acquired_by) = match (process, holds) {
+        (Some(process), Some(true)) => (Some(process), None),
+        (Some(process), None) if vouched(&process) => (Some(process), None),
+        (Some(_), None) => (None, None),
         _ => {
             let pids = proc.holders(id);
             let top = pids
@@ -137,7 +118,6 @@ fn from_kernel(proc: &Proc, id: FileId, lock_pid: i32, record: Option<Record>) -
     let Some(process) = process else {
         return Holder { acquired_by, ..from_record(proc, None) };
     };
-    let our_namespace = proc.pid_namespace();
     let fitting = record.filter(|r| fits(proc, r, &process, acquired_by, our_namespace));
     let same_namespace = |r: &Record| r.pid_namespace == our_namespace;
     Holder {

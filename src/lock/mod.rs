@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use acquire::{Outcome, acquire};
 pub use nested::{FD_VAR, held_by_ancestor, inherited};
-pub use open::{check, look_up, open_checked, open_existing, still_at};
+pub use open::{check, is_busy, look_up, open_checked, still_at};
 
 /// How long to wait for a busy lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::path::Path;
 use nix::libc;
 use nix::sys::stat::fstat;
 
-use crate::lock::open::{look_up, open_existing};
+use crate::lock::open::{is_busy, look_up};
 use crate::msg;
 use crate::proc::{FileId, Proc};
 
@@ -56,7 +56,7 @@ fn check(fd: RawFd, lockfile: &Path, proc: &Proc) -> Result<(), &'static str> {
         return Err("it is not the lockfile");
     }
     // The kernel lists a granted lock in the descriptor's fdinfo.
-    if proc.holds(std::process::id() as i32, FileId::of(&opened)) == Some(false) {
+    if proc.holds(nix::unistd::getpid().as_raw(), FileId::of(&opened)) == Some(false) {
         return Err("it does not hold the lock");
     }
     // Re-taking the flock on the description that holds it succeeds at
@@ -70,13 +70,11 @@ fn check(fd: RawFd, lockfile: &Path, proc: &Proc) -> Result<(), &'static str> {
 /// one does (/proc/locks, then each ancestor's fdinfo; only when the lock is
 /// busy: reading /proc/locks may wait milliseconds for an RCU grace period).
 pub fn held_by_ancestor(lockfile: &Path, proc: &Proc) -> Option<i32> {
-    let busy = open_existing(lockfile)
-        .is_ok_and(|(file, _)| matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
-    if !busy {
+    if is_busy(lockfile) != Some(true) {
         return None;
     }
     let (id, _) = look_up(lockfile).ok().flatten()?;
     let holder = proc.lock_entries(id)?.holder?;
-    let lineage = proc.lineage(std::process::id() as i32);
+    let lineage = proc.lineage(nix::unistd::getpid().as_raw());
     lineage.into_iter().skip(1).find(|&pid| pid == holder || proc.holds(pid, id) == Some(true))
 }

@@ -28,6 +28,18 @@ pub fn look_up(path: &Path) -> Result<Option<(FileId, u32)>, Error> {
     }
 }
 
+/// Whether the lock on the lockfile at `path` is held now (a non-blocking
+/// flock fails); `None` when we may not open it. Taking a free lock for a
+/// moment only delays another taker a moment.
+pub fn is_busy(path: &Path) -> Option<bool> {
+    let (file, _) = open_existing(path).ok()?;
+    match file.try_lock() {
+        Ok(()) => Some(false),
+        Err(std::fs::TryLockError::WouldBlock) => Some(true),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 /// Whether `path` still names the file open as `file` (not renamed or
 /// replaced since it was opened).
 pub fn still_at(path: &Path, file: &File) -> bool {
@@ -43,7 +55,7 @@ pub fn open_checked(path: &Path) -> Result<(File, u32), Error> {
 }
 
 /// Like [`open_checked`], but never creates the file.
-pub fn open_existing(path: &Path) -> Result<(File, u32), Error> {
+fn open_existing(path: &Path) -> Result<(File, u32), Error> {
     open_inner(path, false)
 }
 

@@ -175,7 +175,7 @@ impl Proc {
 
     /// Which of `paths` some process has open, and which process.
     pub fn open_anywhere(&self, paths: &[PathBuf]) -> Vec<(PathBuf, i32)> {
-        let me = std::process::id() as i32;
+        let me = nix::unistd::getpid().as_raw();
         self.pids()
             .into_iter()
             .filter(|pid| *pid != me)
