@@ -534,14 +534,8 @@ fn another_users_sync_never_delays_roots_run() {
 fn a_front_end_syncing_another_repository_does_not_delay() {
     let p = Portage::exclusive();
     p.rsync_repo("gentoo", 0);
-    p.script("bin/emaint", STAND_IN);
     for (repo, delays) in [("other", false), ("gentoo", true)] {
-        let mut emaint = Bg::spawn({
-            let mut cmd = hermetic(p.path("bin/emaint"));
-            cmd.args(["sync", "-r", repo]);
-            cmd
-        });
-        emaint.expect_stdout("started");
+        let mut emaint = p.running("emaint", &["sync", "-r", repo]);
         if delays {
             refused_for_the_outside_sync(&p, emaint.pid);
         } else {
@@ -590,11 +584,7 @@ fn the_outside_check_can_be_switched_off() {
 #[test]
 fn the_waiting_line_names_three_syncs_and_counts_the_rest() {
     let p = Portage::exclusive();
-    p.script("bin/eix-sync", STAND_IN);
-    let mut syncs: Vec<Bg> = (0..4).map(|_| Bg::spawn(hermetic(p.path("bin/eix-sync")))).collect();
-    for sync in &mut syncs {
-        sync.expect_stdout("started");
-    }
+    let syncs: Vec<Bg> = (0..4).map(|_| p.running("eix-sync", &[])).collect();
     let out = run(p.synclock(["-n", "--", "true"]));
     assert_eq!(out.code(), Some(75), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);

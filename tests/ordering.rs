@@ -21,6 +21,15 @@ fn stand_in(env: &TestEnv, name: &str) -> PathBuf {
     path
 }
 
+/// The stand-in `name` run with `args`, once it has said it started.
+fn running(env: &TestEnv, name: &str, args: &[&str]) -> Bg {
+    let mut cmd = hermetic(stand_in(env, name));
+    cmd.args(args);
+    let mut sync = Bg::spawn(cmd);
+    sync.expect_stdout("started");
+    sync
+}
+
 /// `program` run with `wrapped`'s program, arguments and environment as
 /// its own arguments and environment.
 fn wrapping(program: &PathBuf, wrapped: &Command) -> Command {
@@ -62,18 +71,12 @@ fn an_outside_sync_whose_wrapped_part_comes_later_does_not_deadlock() {
 #[test]
 fn a_sync_that_starts_while_we_wait_is_waited_for_too() {
     let env = TestEnv::exclusive();
-    let mut first = Bg::spawn({
-        let mut cmd = hermetic(stand_in(&env, "emerge"));
-        cmd.arg("--sync");
-        cmd
-    });
-    first.expect_stdout("started");
+    let mut first = running(&env, "emerge", &["--sync"]);
     let ran = env.path("ran");
     let mut ours =
         Bg::spawn(synclock(&env, ["--wait", "20", "--", "touch", ran.to_str().unwrap()]));
     ours.expect_stderr(&format!("waiting for PID {} (", first.pid));
-    let mut second = Bg::spawn(hermetic(stand_in(&env, "eix-sync")));
-    second.expect_stdout("started");
+    let mut second = running(&env, "eix-sync", &[]);
     first.release();
     assert_eq!(first.finish().code(), Some(0));
     ours.expect_stderr(&format!("waiting for PID {} (", second.pid));

@@ -49,8 +49,8 @@ fn sigint_and_sighup_while_waiting() {
 
 #[test]
 fn a_stray_sigurg_while_waiting_changes_nothing() {
-    // The watcher ends a wait by interrupting flock with SIGURG; one that
-    // comes from elsewhere must only make the waiter block again.
+    // SIGURG (ignored by default) must not end a wait: only INT, TERM, HUP
+    // and QUIT do.
     let env = TestEnv::new();
     let mut holder = env.holder();
     let ran = env.path("ran");

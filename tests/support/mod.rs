@@ -205,7 +205,12 @@ impl Bg {
 
     /// Waits for the exit (bounded) and collects the rest of the output.
     pub fn finish(&mut self) -> Finished {
-        let status = wait_within(self.child.as_mut().unwrap(), deadline());
+        self.finish_within(deadline())
+    }
+
+    /// [`Bg::finish`], failing the test (and killing it) past `limit`.
+    pub fn finish_within(&mut self, limit: Duration) -> Finished {
+        let status = wait_within(self.child.as_mut().unwrap(), limit);
         self.child = None;
         drain(&self.stdout, &mut self.stdout_seen);
         drain(&self.stderr, &mut self.stderr_seen);
@@ -427,12 +432,18 @@ impl Portage {
     /// A running stand-in whose command line looks like `emerge --sync`
     /// (outside any lock) until its stdin is closed.
     pub fn unwrapped_emerge_sync(&self) -> Bg {
-        self.script("bin/emerge", STAND_IN);
-        let mut cmd = hermetic(self.path("bin/emerge"));
-        cmd.arg("--sync");
-        let mut emerge = Bg::spawn(cmd);
-        emerge.expect_stdout("started");
-        emerge
+        self.running("emerge", &["--sync"])
+    }
+
+    /// A stand-in `bin/NAME` run with `args` outside any lock, once it has
+    /// said it started; it runs until its stdin is closed.
+    pub fn running(&self, name: &str, args: &[&str]) -> Bg {
+        self.script(&format!("bin/{name}"), STAND_IN);
+        let mut cmd = hermetic(self.path(&format!("bin/{name}")));
+        cmd.args(args);
+        let mut sync = Bg::spawn(cmd);
+        sync.expect_stdout("started");
+        sync
     }
 
     pub fn exists(&self, rel: &str) -> bool {
