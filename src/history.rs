@@ -1,21 +1,26 @@
-//! The run history `<lockfile>.history`: for each command line, its last
-//! run (start, end, exit code, PID), for `--coalesce`, `--min-interval` and
-//! `status`. Written under the lock, atomically, bounded to [`MAX_ENTRIES`];
-//! a corrupt or untrustworthy one is said in one line and treated as empty.
+//! The run history `<lockfile>.history`, behind `--coalesce`,
+//! `--min-interval`, the expected wait and `status`: for each repository,
+//! its last successful sync; for each command line (the program by its base
+//! name), its last run; each with the durations of its last successful
+//! runs. Written under the lock, atomically, bounded; a corrupt,
+//! untrustworthy or older one is said in one line and treated as empty.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::files::{self, Unread};
 use crate::msg;
 
-/// Command lines remembered at most.
+/// Entries of each kind (repositories, command lines) remembered at most.
 pub const MAX_ENTRIES: usize = 64;
+/// Durations remembered per entry: the expected wait is their median.
+pub const DURATIONS: usize = 5;
 /// The longest entry remembered: all of them fit in what is read back.
-const MAX_ENTRY: usize = 4000;
-const HEADER: &str = "synclock-history 2";
+const MAX_ENTRY: usize = 2000;
+const HEADER: &str = "synclock-history 3";
 
-/// The last run of one command line.
+/// One run of a command under the lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
     /// The command line, word by word.
@@ -35,6 +40,41 @@ impl Run {
     pub fn succeeded(&self) -> bool {
         self.code == 0
     }
+
+    /// How long it took.
+    pub fn took(&self) -> Duration {
+        self.end.duration_since(self.start).unwrap_or_default()
+    }
+}
+
+/// What the history knows of one repository or one command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The repository; `None` for a command line's entry.
+    pub repo: Option<String>,
+    /// A repository's last successful sync, or a command line's last run.
+    pub last: Run,
+    /// How long its last successful runs took, newest first.
+    pub took: Vec<Duration>,
+}
+
+/// How long a sync usually takes: the median of the last `runs` durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Typical {
+    /// The median.
+    pub took: Duration,
+    /// Of how many.
+    pub runs: usize,
+}
+
+impl fmt::Display for Typical {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let took = msg::duration(self.took);
+        match self.runs {
+            1 => write!(f, "it took {took} last time"),
+            n => write!(f, "it usually takes about {took} (median of the last {n})"),
+        }
+    }
 }
 
 /// Where the history of `lockfile` lives.
@@ -42,46 +82,117 @@ pub fn path_for(lockfile: &Path) -> PathBuf {
     files::next_to(lockfile, ".history")
 }
 
-/// The remembered runs of the lock at `lockfile` (owned by `owner`),
-/// newest first.
-pub fn read(lockfile: &Path, owner: u32) -> Vec<Run> {
+/// The history of the lock at `lockfile` (owned by `owner`), newest
+/// first; `Err` is the line that says why it is ignored (it is then empty).
+pub fn read(lockfile: &Path, owner: u32) -> Result<Vec<Entry>, String> {
     let path = path_for(lockfile);
-    judge(&path, files::read_trusted(&path, owner))
-}
-
-/// The runs in `text` as read from `path`; what is wrong with it is said
-/// in one line, and the history is then empty.
-fn judge(path: &Path, text: Result<String, Unread>) -> Vec<Run> {
-    let why = match text.map(|text| decode(&text)) {
-        Ok(Ok(runs)) => return runs,
-        Err(Unread::Missing) => return Vec::new(),
-        Ok(Err(line)) => format!("it is corrupt (line {line})"),
+    let why = match files::read_trusted(&path, owner) {
+        Err(Unread::Missing) => return Ok(Vec::new()),
         Err(Unread::Refused(why)) => why,
+        Ok(text) => match decode(&text) {
+            Ok(entries) => return Ok(entries),
+            Err(1) if text.starts_with("synclock-history ") && !text.starts_with(HEADER) => {
+                "it is from an older synclock".into()
+            }
+            Err(line) => format!("it is corrupt (line {line})"),
+        },
     };
-    msg::info(format_args!("ignoring history {}: {why}; starting afresh", path.display()));
-    Vec::new()
+    Err(format!("ignoring history {}: {why}; starting afresh", path.display()))
 }
 
-/// The last run of `command` in `runs`.
-pub fn last<'a>(runs: &'a [Run], command: &[String]) -> Option<&'a Run> {
-    runs.iter().find(|run| run.command == command)
+/// The entry of the repository `name`.
+pub fn repo<'a>(entries: &'a [Entry], name: &str) -> Option<&'a Entry> {
+    entries.iter().find(|e| e.repo.as_deref() == Some(name))
 }
 
-/// Remembers `run` in the history of `lockfile` (owned by `owner`),
-/// atomically. Call only while holding the lock.
-pub fn remember(lockfile: &Path, owner: u32, run: Run) -> std::io::Result<()> {
+/// The entry of the command line `command`, its program taken by base name.
+pub fn command<'a>(entries: &'a [Entry], command: &[String]) -> Option<&'a Entry> {
+    entries.iter().find(|e| e.repo.is_none() && same_command(&e.last.command, command))
+}
+
+/// The entries that say how long a sync of `repos` (else of the command
+/// line `command`) takes, and whether it was done since: one per
+/// repository, or the command line's; `None` when one is missing.
+pub fn covering<'a>(
+    entries: &'a [Entry],
+    repos: Option<&[String]>,
+    words: &[String],
+) -> Option<Vec<&'a Entry>> {
+    match repos {
+        Some(names) => names.iter().map(|name| repo(entries, name)).collect(),
+        None => command(entries, words).map(|entry| vec![entry]),
+    }
+}
+
+/// How long a sync of `repos` (else of `command`) usually takes: the
+/// slowest of its repositories' medians.
+pub fn typical(entries: &[Entry], repos: Option<&[String]>, command: &[String]) -> Option<Typical> {
+    let known = match repos {
+        Some(names) => names.iter().filter_map(|name| repo(entries, name)).collect(),
+        None => covering(entries, None, command).unwrap_or_default(),
+    };
+    known
+        .iter()
+        .filter(|entry| !entry.took.is_empty())
+        .map(|entry| {
+            let mut took = entry.took.clone();
+            took.sort();
+            Typical { took: took[took.len() / 2], runs: took.len() }
+        })
+        .max_by_key(|typical| typical.took)
+}
+
+/// Remembers `run`, which synced `repos` (if it succeeded), in the history
+/// `entries` of `lockfile`, atomically. Call only while holding the lock
+/// under which `entries` were read.
+pub fn remember(
+    lockfile: &Path,
+    mut entries: Vec<Entry>,
+    run: Run,
+    repos: &[String],
+) -> std::io::Result<()> {
+    let fresh = |repo: Option<&String>, old: Option<&Entry>| {
+        let mut took = old.map(|e| e.took.clone()).unwrap_or_default();
+        if run.succeeded() {
+            took.insert(0, run.took());
+        }
+        took.truncate(DURATIONS);
+        Entry { repo: repo.cloned(), last: run.clone(), took }
+    };
+    let mut new = vec![fresh(None, command(&entries, &run.command))];
+    if run.succeeded() {
+        new.extend(repos.iter().map(|name| fresh(Some(name), repo(&entries, name))));
+    }
     // One huge command line must not push the others out of the file.
-    if encode(std::slice::from_ref(&run)).len() > MAX_ENTRY {
+    if encode(&new[..1]).len() > MAX_ENTRY {
         msg::verbose(format_args!(
             "not remembered in the history: a command line over {MAX_ENTRY} bytes"
         ));
         return Ok(());
     }
-    let mut runs = read(lockfile, owner);
-    runs.retain(|old| old.command != run.command);
-    runs.insert(0, run);
-    runs.truncate(MAX_ENTRIES);
-    files::write_atomic(&path_for(lockfile), encode(&runs).as_bytes())
+    entries.retain(|old| {
+        !new.iter().any(|n| match (&n.repo, &old.repo) {
+            (None, None) => same_command(&n.last.command, &old.last.command),
+            (n, old) => n.is_some() && n == old,
+        })
+    });
+    new.extend(entries);
+    let (mut repos_kept, mut commands_kept) = (0, 0);
+    new.retain(|entry| {
+        let kept = if entry.repo.is_some() { &mut repos_kept } else { &mut commands_kept };
+        *kept += 1;
+        *kept <= MAX_ENTRIES
+    });
+    files::write_atomic(&path_for(lockfile), encode(&new).as_bytes())
+}
+
+/// Whether two command lines are one: the same program by base name, and
+/// the same arguments.
+fn same_command(a: &[String], b: &[String]) -> bool {
+    fn program(words: &[String]) -> Option<&str> {
+        words.first().map(|word| word.rsplit('/').next().unwrap_or(word))
+    }
+    program(a) == program(b) && a.get(1..) == b.get(1..)
 }
 
 /// Times are kept in nanoseconds: `--coalesce` compares a run's end with the
@@ -97,19 +208,23 @@ fn time_of(nanos: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::new(secs, subsec))
 }
 
-/// One line a run: `start end code pid` (times in nanoseconds), then the command's
-/// words, all separated by tabs (words escaped).
-fn encode(runs: &[Run]) -> String {
+/// One line an entry, fields separated by tabs: the repository (empty for
+/// a command line), start, end (nanoseconds), code, PID, the durations in
+/// milliseconds (comma-separated), then the command's words (escaped).
+fn encode(entries: &[Entry]) -> String {
     let mut text = format!("{HEADER}\n");
-    for run in runs {
+    for Entry { repo, last, took } in entries {
+        let took: Vec<String> = took.iter().map(|d| d.as_millis().to_string()).collect();
         text.push_str(&format!(
-            "{}\t{}\t{}\t{}",
-            nanos(run.start),
-            nanos(run.end),
-            run.code,
-            run.pid
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            files::escape(repo.as_deref().unwrap_or_default()),
+            nanos(last.start),
+            nanos(last.end),
+            last.code,
+            last.pid,
+            took.join(",")
         ));
-        for word in &run.command {
+        for word in &last.command {
             text.push('\t');
             text.push_str(&files::escape(word));
         }
@@ -118,8 +233,8 @@ fn encode(runs: &[Run]) -> String {
     text
 }
 
-/// The runs, or the number of the first bad line.
-fn decode(text: &str) -> Result<Vec<Run>, usize> {
+/// The entries, or the number of the first bad line.
+fn decode(text: &str) -> Result<Vec<Entry>, usize> {
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) || !text.ends_with('\n') {
         return Err(1);
@@ -130,15 +245,21 @@ fn decode(text: &str) -> Result<Vec<Run>, usize> {
             let bad = index + 2;
             let mut fields = line.split('\t');
             let mut next = || fields.next().ok_or(bad);
+            let repo = Some(files::unescape(next()?)).filter(|r| !r.is_empty());
             let start = time_of(next()?).ok_or(bad)?;
             let end = time_of(next()?).ok_or(bad)?;
             let code = next()?.parse().map_err(|_| bad)?;
             let pid = next()?.parse().map_err(|_| bad)?;
+            let took = next()?
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(|t| t.parse().map(Duration::from_millis).map_err(|_| bad))
+                .collect::<Result<_, _>>()?;
             let command: Vec<String> = fields.map(files::unescape).collect();
             if command.is_empty() {
                 return Err(bad);
             }
-            Ok(Run { command, start, end, code, pid })
+            Ok(Entry { repo, last: Run { command, start, end, code, pid }, took })
         })
         .collect()
 }
@@ -147,15 +268,21 @@ fn decode(text: &str) -> Result<Vec<Run>, usize> {
 mod tests {
     use super::*;
 
-    fn remember(lockfile: &Path, run: Run) -> std::io::Result<()> {
-        super::remember(lockfile, nix::unistd::geteuid().as_raw(), run)
+    fn remember(lockfile: &Path, run: Run, repos: &[&str]) {
+        let repos: Vec<String> = repos.iter().map(|r| r.to_string()).collect();
+        super::remember(lockfile, read(lockfile, owner()).unwrap(), run, &repos).unwrap();
     }
 
-    fn run(words: &[&str], code: u8) -> Run {
+    fn owner() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    fn run(words: &[&str], code: u8, secs: u64) -> Run {
+        let start = SystemTime::UNIX_EPOCH + Duration::new(1_764_033_600, 123_456_789);
         Run {
             command: words.iter().map(|w| w.to_string()).collect(),
-            start: SystemTime::UNIX_EPOCH + Duration::new(1_764_033_600, 123_456_789),
-            end: SystemTime::UNIX_EPOCH + Duration::new(1_764_033_751, 456_000_001),
+            start,
+            end: start + Duration::from_secs(secs),
             code,
             pid: 4242,
         }
@@ -163,36 +290,52 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip() {
-        let runs = vec![run(&["emerge", "--sync"], 0), run(&["sh", "-c", "a\tb\nc\\d", ""], 1)];
-        assert_eq!(decode(&encode(&runs)), Ok(runs));
+        let entries = vec![
+            Entry { repo: None, last: run(&["sh", "-c", "a\tb\nc\\d", ""], 1, 1), took: vec![] },
+            Entry {
+                repo: Some("gen\ttoo".into()),
+                last: run(&["emerge", "--sync"], 0, 2),
+                took: vec![Duration::from_millis(2000), Duration::from_millis(1500)],
+            },
+        ];
+        assert_eq!(decode(&encode(&entries)), Ok(entries));
     }
 
     #[test]
     fn corrupt_and_truncated_histories_are_rejected() {
         assert_eq!(decode(""), Err(1));
-        assert_eq!(decode("garbage\n"), Err(1));
-        let good = encode(&[run(&["emerge", "--sync"], 0)]);
+        assert_eq!(decode("synclock-history 2\n1\t2\t0\t4\temerge\n"), Err(1));
+        let good = encode(&[Entry { repo: None, last: run(&["emerge"], 0, 1), took: vec![] }]);
         assert_eq!(decode(&good[..good.len() - 3]), Err(1), "a cut last line");
-        assert_eq!(decode(&format!("{HEADER}\n1\t2\tx\t4\temerge\n")), Err(2));
-        assert_eq!(decode(&format!("{HEADER}\n1\t2\t0\t4\n")), Err(2));
+        assert_eq!(decode(&format!("{HEADER}\n\t1\t2\tx\t4\t\temerge\n")), Err(2));
+        assert_eq!(decode(&format!("{HEADER}\n\t1\t2\t0\t4\tx\temerge\n")), Err(2));
+        assert_eq!(decode(&format!("{HEADER}\n\t1\t2\t0\t4\t\n")), Err(2));
     }
 
     #[test]
-    fn remember_keeps_one_entry_per_command_and_a_bound() {
+    fn repositories_and_command_lines_are_remembered_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("l");
-        let owner = nix::unistd::geteuid().as_raw();
+        let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        remember(&lock, run(&["/usr/bin/emerge", "--sync"], 0, 40), &["gentoo", "guru"]);
+        remember(&lock, run(&["emerge", "--sync"], 0, 60), &["gentoo", "guru"]);
+        remember(&lock, run(&["emerge", "--sync"], 1, 99), &["gentoo", "guru"]);
+        remember(&lock, run(&["emaint", "sync", "-r", "guru"], 0, 10), &["guru"]);
+        let entries = read(&lock, owner()).unwrap();
+        let cmd = command(&entries, &words(&["/bin/emerge", "--sync"])).unwrap();
+        assert_eq!((cmd.last.code, cmd.took.len()), (1, 2), "one entry per program base name");
+        let gentoo = repo(&entries, "gentoo").unwrap();
+        assert_eq!((gentoo.last.took(), gentoo.took.len()), (Duration::from_secs(60), 2));
+        assert_eq!(repo(&entries, "guru").unwrap().took.len(), 3, "a failure is no sync");
+        let typical = typical(&entries, Some(&words(&["gentoo", "guru"])), &[]).unwrap();
+        assert_eq!(typical, Typical { took: Duration::from_secs(60), runs: 2 });
         for i in 0..(MAX_ENTRIES + 5) {
-            remember(&lock, run(&["cmd", &i.to_string()], 0)).unwrap();
+            remember(&lock, run(&["cmd", &i.to_string()], 0, 1), &[]);
         }
-        remember(&lock, run(&["cmd", "3"], 7)).unwrap();
-        let runs = read(&lock, owner);
-        assert_eq!(runs.len(), MAX_ENTRIES);
-        assert_eq!(runs[0].command, ["cmd", "3"]);
-        assert_eq!(runs[0].code, 7);
-        assert_eq!(runs.iter().filter(|r| r.command == ["cmd", "3"]).count(), 1);
-        assert!(last(&runs, &["cmd".into(), "0".into()]).is_none(), "the oldest fell out");
-        remember(&lock, run(&["x".repeat(300_000).as_str()], 0)).unwrap();
-        assert_eq!(read(&lock, owner).len(), MAX_ENTRIES, "a huge entry pushes none out");
+        let entries = read(&lock, owner()).unwrap();
+        assert_eq!(entries.iter().filter(|e| e.repo.is_none()).count(), MAX_ENTRIES);
+        assert!(repo(&entries, "gentoo").is_some(), "command lines never push repositories out");
+        remember(&lock, run(&["x".repeat(300_000).as_str()], 0, 1), &["gentoo"]);
+        assert_eq!(read(&lock, owner()).unwrap(), entries, "a huge entry changes nothing");
     }
 }

@@ -123,6 +123,7 @@ pub fn duration(d: Duration) -> String {
 pub struct Live {
     start: Instant,
     limit: Option<Duration>,
+    free_at: Option<Instant>,
     enabled: bool,
     drawn: bool,
     next: Instant,
@@ -135,7 +136,15 @@ impl Live {
         // A terminal that cannot erase a line (TERM=dumb) gets none.
         let dumb = std::env::var_os("TERM").is_none_or(|t| t.is_empty() || t == "dumb");
         let enabled = enabled(Level::Normal) && std::io::stderr().is_terminal() && !dumb;
-        Live { start, limit, enabled, drawn: false, next: start + Duration::from_secs(1) }
+        let next = start + Duration::from_secs(1);
+        Live { start, limit, free_at: None, enabled, drawn: false, next }
+    }
+
+    /// The same line, also saying how long until `free_at`, when the
+    /// history expects the lock to be free.
+    pub fn expecting(mut self, free_at: Option<Instant>) -> Self {
+        self.free_at = free_at;
+        self
     }
 
     /// A line that never draws.
@@ -158,8 +167,15 @@ impl Live {
         self.next += Duration::from_secs(1);
         let waited = duration(Duration::from_secs((now - self.start).as_secs()));
         let limit = self.limit.map(|l| format!(" of {}", duration(l))).unwrap_or_default();
+        let free = match self.free_at {
+            Some(at) if at > now => {
+                format!("; free in about {}", duration(Duration::from_secs((at - now).as_secs())))
+            }
+            Some(_) => "; taking longer than usual".into(),
+            None => String::new(),
+        };
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\rsynclock: waited {waited}{limit}\x1b[K");
+        let _ = write!(err, "\rsynclock: waited {waited}{limit}{free}\x1b[K");
         let _ = err.flush();
         self.drawn = true;
     }

@@ -86,21 +86,27 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     if clean.is_some() {
         words = vec!["synclock".into(), "clean".into()];
     }
+    // What it syncs, for the history: repositories, else its command line.
+    let synced = plan.as_ref().and_then(|plan| scan::synced_by(&words, plan.repos()));
 
     // The lock, with no sync outside it. Each round: take the lock; skip if
     // --coalesce or --min-interval say so; put the record in place; scan.
     // If a sync runs outside the lock, release it (holding it could wait for
     // ourselves), wait for that sync, and start again.
     let mut interrupted = None;
-    let (held, record, acquired) = loop {
-        let held = match take_lock(cli, proc, &signals, &shown, start)? {
+    let (held, record, acquired, past) = loop {
+        let held = match take_lock(cli, proc, &signals, &shown, start, plan.as_ref())? {
             Ok(held) => held,
             Err(code) => return Ok(code),
         };
+        let past = history::read(path, held.owner).unwrap_or_else(|why| {
+            msg::info(format_args!("{why}"));
+            Vec::new()
+        });
         if clean.is_none()
             && !cli.force
             && (cli.coalesce || cli.min_interval.is_some())
-            && already_done(cli, &shown, &words, &history::read(path, held.owner), began)
+            && already_done(cli, &shown, &words, synced.as_deref(), &past, began)
         {
             return Ok(0);
         }
@@ -113,7 +119,7 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
             (clean != Some(true)).then(|| RecordInPlace::put(path, proc, &words, acquired));
         let outside = outside_syncs(cli, proc, plan.as_ref());
         if outside.is_empty() {
-            break (held, record, acquired);
+            break (held, record, acquired, past);
         }
         // A record of an unfinished run stays until someone cleans after it.
         if let Some(record) = record {
@@ -174,7 +180,7 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
         code: exit::code_of(status),
         pid: getpid().as_raw(),
     };
-    if let Err(err) = history::remember(path, held.owner, run) {
+    if let Err(err) = history::remember(path, past, run, synced.as_deref().unwrap_or_default()) {
         let history = history::path_for(path);
         msg::info(format_args!(
             "cannot write history {}: {err}; --coalesce and --min-interval know nothing until \
@@ -231,13 +237,14 @@ fn take_lock(
     signals: &Signals,
     what: &str,
     start: Instant,
+    plan: Option<&clean::Plan>,
 ) -> Result<Result<Held, u8>, Error> {
     let path = &cli.lockfile;
     let wait = wait_of(cli);
     loop {
         let (file, owner) = lock::open_checked(path)?;
         match lock::acquire(file, path, wait, start, signals, || {
-            report_holder(proc, path, wait, None)
+            report_holder(proc, path, wait, None, plan)
         })? {
             // Renamed or replaced while we waited: the lock that counts is
             // on the file the path names now.
@@ -257,7 +264,7 @@ fn take_lock(
                 return Ok(Ok(Held { file, owner }));
             }
             Outcome::Busy(waited) => {
-                report_holder(proc, path, wait, Some(waited));
+                report_holder(proc, path, wait, Some(waited), plan);
                 return Ok(Err(cli.conflict_exit_code));
             }
             Outcome::Interrupted(signal) => {
@@ -292,6 +299,8 @@ fn plan(cli: &Cli, interrupt: &dyn Fn()) -> Option<clean::Plan> {
             sync_type: None,
             sync_rcu: false,
             rcu_store_dir: None,
+            auto_sync: false,
+            main: false,
         }
     });
     match repos::discover(interrupt) {
@@ -309,41 +318,59 @@ fn plan(cli: &Cli, interrupt: &dyn Fn()) -> Option<clean::Plan> {
     }
 }
 
-/// Whether `--coalesce` or `--min-interval` make running `command` (shown
-/// as `shown`) again pointless, given the remembered `runs`; says why when so.
+/// Whether `--coalesce` or `--min-interval` make running `words` (shown as
+/// `shown`) again pointless, going by the history `entries`: every
+/// repository in `synced` (else the command line) succeeded while we waited
+/// (since `began`), or less than the interval ago. Says so, naming the runs.
 fn already_done(
     cli: &Cli,
     shown: &str,
-    command: &[String],
-    runs: &[history::Run],
+    words: &[String],
+    synced: Option<&[String]>,
+    entries: &[history::Entry],
     began: SystemTime,
 ) -> bool {
-    let Some(last) = history::last(runs, command).filter(|run| run.succeeded()) else {
+    let Some(mut runs) = history::covering(entries, synced, words)
+        .map(|found| found.into_iter().map(|entry| &entry.last).collect::<Vec<_>>())
+        .filter(|runs| runs.iter().all(|run| run.succeeded()))
+    else {
         return false;
     };
-    let end = humantime::format_rfc3339_seconds(last.end);
-    let took = msg::duration(Duration::from_secs(
-        last.end.duration_since(last.start).unwrap_or_default().as_secs(),
-    ));
-    if cli.coalesce && last.end >= began {
-        msg::info(format_args!(
-            "{shown} finished at {end} (PID {}, {took}) while we waited; not run again",
-            last.pid
-        ));
+    let Some(oldest) = runs.iter().map(|run| run.end).min() else {
+        return false;
+    };
+    runs.sort_by_key(|run| (run.start, run.pid));
+    runs.dedup();
+    let what = synced.map_or_else(|| format!("{shown} succeeded"), |r| r.join(", ") + " synced");
+    let by: Vec<String> = runs
+        .iter()
+        .map(|run| {
+            format!(
+                "PID {}: {}, finished at {}, took {}",
+                run.pid,
+                msg::command_line(&run.command),
+                humantime::format_rfc3339_seconds(run.end),
+                msg::duration(run.took())
+            )
+        })
+        .collect();
+    let by = by.join("; ");
+    if cli.coalesce && oldest >= began {
+        msg::info(format_args!("{what} while we waited (by {by}); {shown} not run again"));
         return true;
     }
     let Some(interval) = cli.min_interval else {
         return false;
     };
-    let age = SystemTime::now().duration_since(last.end).unwrap_or_default();
+    let age = SystemTime::now().duration_since(oldest).unwrap_or_default();
     if age >= interval {
         return false;
     }
     msg::info(format_args!(
-        "{shown} last succeeded at {end} ({} ago); next run allowed after {} (--min-interval {}); \
-         not run (--force runs it anyway)",
+        "{what} {} ago (by {by}); next run allowed after {} (--min-interval {}); {shown} not \
+         run (--force runs it anyway)",
         msg::duration(Duration::from_secs(age.as_secs())),
-        humantime::format_rfc3339_seconds(last.end + interval),
+        humantime::format_rfc3339_seconds(oldest + interval),
         msg::duration(interval)
     ));
     true
@@ -503,13 +530,35 @@ impl Drop for RecordInPlace<'_> {
 }
 
 /// The one line said when the lock is busy: before waiting (`waited` is
-/// `None`; on a terminal the live line follows), or when giving up.
-fn report_holder(proc: &Proc, path: &Path, wait: Wait, waited: Option<Duration>) {
+/// `None`; on a terminal the live line follows), or when giving up. Returns
+/// when the lock should be free, if the history of the holder's sync (its
+/// repositories among the `plan`'s) tells.
+fn report_holder(
+    proc: &Proc,
+    path: &Path,
+    wait: Wait,
+    waited: Option<Duration>,
+    plan: Option<&clean::Plan>,
+) -> Option<Instant> {
     if !msg::enabled(msg::Level::Normal) {
-        return;
+        return None;
     }
     let holder = holder::inspect(proc, path).ok().and_then(|inspection| inspection.holder);
-    let holder = holder.map_or_else(|| "another process".to_string(), |h| holder::describe(&h));
+    let typical = holder.as_ref().and_then(|holder| {
+        let (_, owner) = lock::look_up(path).ok().flatten()?;
+        let repos = plan.into_iter().flat_map(clean::Plan::repos);
+        holder::typical(holder, &history::read(path, owner).unwrap_or_default(), repos)
+    });
+    let free_at = holder
+        .as_ref()
+        .zip(typical)
+        .and_then(|(holder, typical)| holder::free_in(holder, typical))
+        .map(|left| Instant::now() + left);
+    let mut holder =
+        holder.as_ref().map_or_else(|| "another process".to_string(), holder::describe);
+    if let Some(typical) = typical {
+        holder.push_str(&format!("; {typical}"));
+    }
     let shown = path.display();
     match (wait, waited) {
         (Wait::No, _) => msg::info(format_args!(
@@ -526,4 +575,5 @@ fn report_holder(proc: &Proc, path: &Path, wait: Wait, waited: Option<Duration>)
         )),
         (Wait::Forever, Some(_)) => msg::info(format_args!("{shown} is still held by {holder}")),
     }
+    free_at
 }

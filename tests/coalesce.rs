@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
+use std::process::Command;
 
 use crate::support::*;
 
@@ -49,8 +50,8 @@ fn coalesced_waiters_do_not_run_after_a_success() {
     for mut waiter in waiters {
         let out = waiter.finish();
         assert_eq!(out.code(), Some(0), "{}", out.stderr);
-        assert!(out.stderr.contains("while we waited; not run again"), "{}", out.stderr);
-        assert!(out.stderr.contains(&format!("(PID {}, ", holder.pid)), "{}", out.stderr);
+        assert!(out.stderr.contains("succeeded while we waited (by PID"), "{}", out.stderr);
+        assert!(out.stderr.contains(&format!("(by PID {}: ", holder.pid)), "{}", out.stderr);
     }
     assert_eq!(runs(&env), 1, "the command ran again");
 }
@@ -117,15 +118,19 @@ fn bad_history_files_are_reported_and_never_fatal() {
     for (what, content) in [
         ("corrupt", &b"\x00\x01garbage\n"[..]),
         ("empty", &b""[..]),
-        ("truncated", &b"synclock-history 2\n123\t45"[..]),
+        ("truncated", &b"synclock-history 3\n\t123\t45"[..]),
+        ("older", &b"synclock-history 2\n1\t2\t0\t4\techo\n"[..]),
     ] {
         fs::write(&history, content).unwrap();
         let out = run(env.synclock(["--coalesce", "--min-interval", "1h", "--", "echo", what]));
         assert_eq!(out.code(), Some(0), "{what}: {}", out.stderr);
         assert_eq!(out.stdout, what, "{what}: the command must run");
         assert!(out.stderr.contains("ignoring history"), "{what}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{what}: {}", out.stderr);
+        let older = out.stderr.contains("it is from an older synclock; starting afresh");
+        assert_eq!(older, what == "older", "{what}: {}", out.stderr);
         let rewritten = fs::read_to_string(&history).unwrap();
-        assert!(rewritten.starts_with("synclock-history 2\n"), "{what}: history not rewritten");
+        assert!(rewritten.starts_with("synclock-history 3\n"), "{what}: history not rewritten");
         fs::remove_file(&history).unwrap();
     }
     // A symlink is not followed, and its target is untouched.
@@ -163,4 +168,194 @@ fn status_shows_the_last_runs() {
     }
     let text = run(env.synclock(["status"]));
     assert!(text.stdout.contains("last run: sh -c 'exit 3': exit 3"), "{}", text.stdout);
+}
+
+// By repository: front ends stand in for emerge, emaint and emerge-webrsync
+// in a private config root with gentoo (rsync), guru (git) and quiet (git,
+// auto-sync off).
+
+/// The config root, with stand-ins in `bin/` that print "locked", wait for
+/// their stdin, log their command line to `runs` and exit with `$EXIT`.
+fn front_ends() -> Portage {
+    // The stand-ins are syncs to every other test's synclock.
+    let portage = Portage::exclusive();
+    portage.rsync_repo("gentoo", 0);
+    portage.conf("guru.conf", "[guru]\nlocation = @/repos/guru\nsync-type = git\n");
+    portage
+        .conf("quiet.conf", "[quiet]\nlocation = @/repos/quiet\nsync-type = git\nauto-sync = no\n");
+    let log = portage.path("runs");
+    for name in ["emerge", "emaint", "emerge-webrsync"] {
+        portage.script(
+            &format!("bin/{name}"),
+            &format!(
+                "#!/bin/sh\necho locked\nread _ || true\necho \"$0 $*\" >> '{}'\nexit \"${{EXIT:-0}}\"\n",
+                log.display()
+            ),
+        );
+    }
+    portage
+}
+
+/// synclock in the config root with `args`, the stand-ins first in PATH.
+fn synclock_in(portage: &Portage, args: &[&str]) -> Command {
+    let mut cmd = portage.synclock([]);
+    cmd.args(args).env("PATH", format!("{}:/usr/bin:/bin", portage.path("bin").display()));
+    cmd
+}
+
+fn logged(portage: &Portage) -> usize {
+    fs::read_to_string(portage.path("runs")).unwrap_or_default().lines().count()
+}
+
+/// Runs `first` (exiting with `exit`) while `--coalesce` waiters of each of
+/// `then` wait; returns what each waiter said.
+fn while_running(portage: &Portage, first: &[&str], exit: u8, then: &[&[&str]]) -> Vec<Finished> {
+    let mut holder = Bg::spawn({
+        let mut cmd = synclock_in(portage, &[&["--"], first].concat());
+        cmd.env("EXIT", exit.to_string());
+        cmd
+    });
+    holder.expect_stdout("locked");
+    let mut waiters: Vec<Bg> = then
+        .iter()
+        .map(|words| {
+            let args = [&["--coalesce", "--wait", "1m", "--"][..], words].concat();
+            let mut waiter = Bg::spawn(synclock_in(portage, &args));
+            waiter.expect_stderr("is held by");
+            waiter.release(); // if it runs, its `read` returns at once
+            waiter
+        })
+        .collect();
+    holder.release();
+    assert_eq!(holder.finish().code(), Some(i32::from(exit)));
+    waiters.iter_mut().map(Bg::finish).collect()
+}
+
+#[test]
+fn entry_points_of_one_sync_coalesce() {
+    let portage = front_ends();
+    // The shim runs the real program by its full path.
+    let emerge = portage.path("bin/emerge").display().to_string();
+    let then: [&[&str]; 3] =
+        [&["emerge", "--sync"], &["emaint", "sync", "-a"], &["emaint", "--auto", "sync"]];
+    for out in while_running(&portage, &[&emerge, "--sync"], 0, &then) {
+        assert_eq!(out.code(), Some(0), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("gentoo, guru synced while we waited (by PID"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(&format!("{emerge} --sync, finished at")), "{}", out.stderr);
+    }
+    assert_eq!(logged(&portage), 1, "a waiter ran the sync again");
+}
+
+#[test]
+fn a_sync_covers_the_repositories_it_synced_and_no_others() {
+    let portage = front_ends();
+    // A superset covers a subset; webrsync covers the main repository.
+    for (first, then) in [
+        (&["emerge", "--sync", "guru", "gentoo"][..], &["emaint", "sync", "-r", "guru"][..]),
+        (&["emerge-webrsync"], &["emaint", "sync", "-r", "gentoo"]),
+        (&["emerge", "--sync"], &["emerge", "--sync", "gentoo"]),
+    ] {
+        let before = logged(&portage);
+        let out = while_running(&portage, first, 0, &[then]).remove(0);
+        assert!(
+            out.stderr.contains("synced while we waited"),
+            "{first:?} {then:?}: {}",
+            out.stderr
+        );
+        assert_eq!(logged(&portage), before + 1, "{then:?} ran after {first:?}");
+    }
+    // A subset does not cover a superset, nor auto-sync repositories all.
+    for (first, then) in [
+        (&["emaint", "sync", "-r", "guru"][..], &["emerge", "--sync", "guru", "gentoo"][..]),
+        (&["emerge", "--sync"], &["emaint", "sync", "-A"]),
+        (&["emerge-webrsync"], &["emerge", "--sync"]),
+    ] {
+        let before = logged(&portage);
+        let out = while_running(&portage, first, 0, &[then]).remove(0);
+        assert_eq!(out.code(), Some(0), "{}", out.stderr);
+        assert!(!out.stderr.contains("not run again"), "{first:?} {then:?}: {}", out.stderr);
+        assert_eq!(logged(&portage), before + 2, "{then:?} did not run after {first:?}");
+    }
+}
+
+#[test]
+fn failed_and_partial_syncs_cover_nothing() {
+    let portage = front_ends();
+    for (first, then) in [
+        (&["emerge", "--sync"][..], &["emaint", "sync", "-a"][..]),
+        (&["emerge", "--sync", "gentoo", "guru"], &["emaint", "sync", "-r", "guru"]),
+    ] {
+        let before = logged(&portage);
+        let out = while_running(&portage, first, 1, &[then]).remove(0);
+        assert!(!out.stderr.contains("not run"), "{first:?} failed: {}", out.stderr);
+        assert_eq!(logged(&portage), before + 2, "{then:?} did not run after a failure");
+    }
+    // --min-interval too: only successes count, and every repository must.
+    fs::remove_file(portage.env.path("sync.lock.history")).unwrap();
+    let skipped = |words: &[&str], exit: &str| {
+        let mut cmd = synclock_in(&portage, &[&["--min-interval", "1h", "--"], words].concat());
+        cmd.env("EXIT", exit);
+        run(cmd).stderr.contains("next run allowed after")
+    };
+    assert!(!skipped(&["emerge", "--sync"], "1"), "nothing synced yet");
+    assert!(!skipped(&["emaint", "sync", "-r", "guru"], "0"), "the failure counted");
+    assert!(!skipped(&["emerge", "--sync", "gentoo", "guru"], "0"), "gentoo never synced");
+    assert!(skipped(&["emaint", "sync", "-a"], "0"), "both synced a moment ago");
+    assert!(!skipped(&["emaint", "sync", "-A"], "0"), "quiet never synced");
+    assert_eq!(logged(&portage), 8);
+}
+
+#[test]
+fn the_wait_says_how_long_such_a_sync_takes() {
+    let portage = front_ends();
+    let status = || {
+        let out = run(synclock_in(&portage, &["status", "--json"]));
+        serde_json::from_str::<serde_json::Value>(&out.stdout).expect("JSON")
+    };
+    let held_line = || {
+        let mut holder = Bg::spawn(synclock_in(&portage, &["--", "emerge", "--sync"]));
+        holder.expect_stdout("locked");
+        let mut waiter = Bg::spawn(synclock_in(&portage, &["--wait", "1m", "--", "true"]));
+        let line = waiter.expect_stderr("is held by");
+        let json = status();
+        let text = run(synclock_in(&portage, &["status"])).stdout;
+        holder.release();
+        assert_eq!(holder.finish().code(), Some(0));
+        assert_eq!(waiter.finish().code(), Some(0));
+        (line, json, text)
+    };
+    let (line, json, text) = held_line();
+    assert!(line.ends_with("; waiting up to 1m"), "{line}");
+    assert!(!line.contains("took") && !line.contains("takes"), "no history yet: {line}");
+    assert!(json["holder"]["typical_secs"].is_null(), "{json}");
+    assert!(!text.contains("expected:"), "{text}");
+    let (line, json, text) = held_line();
+    assert!(line.contains(") for ") && line.contains("; it took "), "{line}");
+    assert!(line.contains(" last time; waiting up to 1m"), "{line}");
+    assert!(json["holder"]["typical_secs"].is_u64(), "{json}");
+    assert!(text.contains("expected: it took "), "{text}");
+    let (line, ..) = held_line();
+    assert!(line.contains("; it usually takes about "), "{line}");
+    assert!(line.contains(" (median of the last 2); waiting up to 1m"), "{line}");
+
+    // Each repository with its last success, null for one never synced.
+    let json = status();
+    let repos = json["repositories"].as_array().expect("repositories");
+    let names: Vec<&str> = repos.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gentoo", "guru", "quiet"]);
+    for repo in &repos[..2] {
+        humantime::parse_rfc3339(repo["last_success"].as_str().unwrap()).expect("RFC 3339");
+        assert!(repo["duration_secs"].is_u64(), "{repo}");
+        assert_eq!(repo["command"], serde_json::json!(["emerge", "--sync"]));
+    }
+    for field in ["last_success", "duration_secs", "command"] {
+        assert!(repos[2][field].is_null(), "{}", repos[2]);
+    }
+    let text = run(synclock_in(&portage, &["status"])).stdout;
+    assert!(text.contains("repository gentoo: last synced at "), "{text}");
+    assert!(text.contains("repository quiet: never synced under synclock"), "{text}");
 }

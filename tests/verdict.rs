@@ -9,20 +9,28 @@ use judged::*;
 #[test]
 fn recognises_sync_command_lines() {
     let cases = [
-        ("emerge --sync", "Sync"),
+        ("emerge --sync", "Sync(Auto)"),
         (
             "/usr/bin/python3.12 /usr/lib/python-exec/python3.12/emerge -q --sync gentoo",
             "Repos([\"gentoo\"])",
         ),
-        ("emaint -a sync", "Sync"),
-        ("/usr/bin/python3 /usr/bin/emaint sync --auto", "Sync"),
-        ("/bin/bash /usr/bin/emerge-webrsync", "Sync"),
-        ("sh /usr/bin/eix-sync", "Sync"),
-        ("python3 -u -B /usr/bin/emerge --sync", "Sync"),
+        ("emaint -a sync", "Sync(Auto)"),
+        ("emaint --auto sync", "Sync(Auto)"),
+        ("/usr/bin/python3 /usr/bin/emaint sync --auto", "Sync(Auto)"),
+        ("emaint sync -A", "Sync(All)"),
+        ("emaint sync --allrepos -r guru", "Sync(All)"),
+        ("/bin/bash /usr/bin/emerge-webrsync", "Sync(Main)"),
+        ("emerge-delta-webrsync --revert=20260101", "Sync(Main)"),
+        ("sh /usr/bin/eix-sync", "Sync(Auto)"),
+        // Options that change what eix-sync syncs (-w, -c CMD): it says not which.
+        ("eix-sync -w", "Sync(Unknown)"),
+        ("emaint sync", "Sync(Unknown)"),
+        ("pmaint sync", "Sync(Unknown)"),
+        ("python3 -u -B /usr/bin/emerge --sync", "Sync(Auto)"),
         ("emerge --sync gentoo guru", "Repos([\"gentoo\", \"guru\"])"),
         ("emaint sync -r guru", "Repos([\"guru\"])"),
         ("emaint sync --repo=guru", "Repos([\"guru\"])"),
-        ("emaint sync -a", "Sync"),
+        ("emaint sync -a", "Sync(Auto)"),
         ("pmaint sync gentoo", "Repos([\"gentoo\"])"),
         // rsync and git also depend on where they work.
         ("rsync -a a b", "Tool(0)"),

@@ -76,9 +76,14 @@ impl Plan {
         self.repos.iter().filter_map(|(repo, location)| Some((repo, location.as_deref()?)))
     }
 
+    /// The repositories.
+    pub fn repos(&self) -> impl Iterator<Item = &Repo> {
+        self.repos.iter().map(|(repo, _)| repo)
+    }
+
     /// The names of the repositories.
     pub fn names(&self) -> Vec<String> {
-        self.repos.iter().map(|(repo, _)| repo.name.clone()).collect()
+        self.repos().map(|repo| repo.name.clone()).collect()
     }
 
     /// Every repository location, as written and as resolved: where rsync

@@ -13,9 +13,12 @@ use std::time::{Duration, SystemTime};
 use nix::errno::Errno;
 
 use crate::error::Error;
+use crate::history::{self, Entry, Typical};
 use crate::lock;
 use crate::msg;
 use crate::proc::{FileId, Proc, Process};
+use crate::repos::Repo;
+use crate::scan;
 use record::Record;
 
 /// The holder of a held lock.
@@ -222,4 +225,22 @@ pub fn describe(holder: &Holder) -> String {
         text.push_str(&format!(" for {}", msg::duration(Duration::from_secs(age.as_secs()))));
     }
     text
+}
+
+/// How long the holder's sync usually takes, going by the history
+/// `entries`: that of its repositories among `repos`, else of its command.
+pub fn typical<'r>(
+    holder: &Holder,
+    entries: &[Entry],
+    repos: impl IntoIterator<Item = &'r Repo>,
+) -> Option<Typical> {
+    let synced = scan::synced_by(&holder.command, repos);
+    history::typical(entries, synced.as_deref(), &holder.command)
+}
+
+/// How long until the lock should be free, going by `typical`: zero when
+/// the holder has taken longer already; `None` when its start is unknown.
+pub fn free_in(holder: &Holder, typical: Typical) -> Option<Duration> {
+    let age = SystemTime::now().duration_since(holder.since?).unwrap_or_default();
+    Some(typical.took.saturating_sub(age))
 }

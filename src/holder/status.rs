@@ -1,4 +1,5 @@
-//! `synclock status [--json]`: is the lock free, who holds it, who waits.
+//! `synclock status [--json]`: is the lock free, who holds it, who waits,
+//! how long its sync usually takes, and when each repository last synced.
 //!
 //! Works without permission to open the lockfile (it reads /proc/locks by
 //! device and inode); when it can open the lockfile it also probes with a
@@ -10,35 +11,74 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::error::Error;
-use crate::history::{self, Run};
+use crate::history::{self, Run, Typical};
 use crate::holder::{self, Holder, Inspection};
 use crate::lock;
 use crate::msg;
 use crate::proc::{Proc, Process};
+use crate::repos;
 
 /// Exit code of `status` for a free lock.
 pub const FREE: u8 = 0;
 /// Exit code of `status` for a held lock.
 pub const HELD: u8 = 1;
 
+/// What `status` prints.
+struct Report<'a> {
+    inspection: Inspection,
+    /// How long the holder's sync usually takes.
+    typical: Option<Typical>,
+    /// The last run of each command line.
+    runs: Vec<&'a Run>,
+    /// Each repository with its last successful sync.
+    repos: Vec<(String, Option<&'a Run>)>,
+}
+
 /// Prints the state of the lock at `path` and returns the exit code.
 pub fn run(proc: &Proc, path: &Path, json: bool) -> Result<u8, Error> {
     // A lockfile that a run would refuse is an error here too.
     lock::check(path)?;
     let inspection = holder::inspect(proc, path)?;
-    let runs = match lock::look_up(path)? {
-        Some((_, owner)) => history::read(path, owner),
+    let entries = match lock::look_up(path)? {
+        Some((_, owner)) => history::read(path, owner).unwrap_or_else(|why| {
+            msg::info(format_args!("{why}"));
+            Vec::new()
+        }),
         None => Vec::new(),
     };
-    let text =
-        if json { to_json(path, &inspection, &runs) } else { to_text(path, &inspection, &runs) };
+    let configured = repos::discover(&|| {}).unwrap_or_else(|err| {
+        msg::info(format_args!(
+            "cannot use repos.conf ({err}); listing the repositories in the history only"
+        ));
+        Vec::new()
+    });
+    let typical =
+        inspection.holder.as_ref().and_then(|h| holder::typical(h, &entries, &configured));
+    // The repositories that sync, then any others the history knows.
+    let mut names: Vec<&str> =
+        configured.iter().filter(|r| r.sync_type.is_some()).map(|r| r.name.as_str()).collect();
+    for name in entries.iter().filter_map(|e| e.repo.as_deref()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let report = Report {
+        inspection,
+        typical,
+        runs: entries.iter().filter(|e| e.repo.is_none()).map(|e| &e.last).collect(),
+        repos: names
+            .into_iter()
+            .map(|name| (name.to_string(), history::repo(&entries, name).map(|e| &e.last)))
+            .collect(),
+    };
+    let text = if json { to_json(path, &report) } else { to_text(path, &report) };
     print!("{}", text.lines().map(|line| msg::visible(line) + "\n").collect::<String>());
-    Ok(if inspection.held { HELD } else { FREE })
+    Ok(if report.inspection.held { HELD } else { FREE })
 }
 
-fn to_text(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
+fn to_text(path: &Path, report: &Report) -> String {
     let mut out = format!("lockfile: {}\n", path.display());
-    match &inspection.holder {
+    match &report.inspection.holder {
         None => out.push_str("state: free\n"),
         Some(holder) => {
             out.push_str("state: held\n");
@@ -52,13 +92,21 @@ fn to_text(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
             if let Some(since) = holder.since {
                 let _ = writeln!(out, "since: {}", humantime::format_rfc3339_seconds(since));
             }
+            if let Some(typical) = report.typical {
+                let free = match holder::free_in(holder, typical) {
+                    Some(left) if !left.is_zero() => format!("; free in about {}", secs(left)),
+                    Some(_) => "; taking longer than usual".into(),
+                    None => String::new(),
+                };
+                let _ = writeln!(out, "expected: {typical}{free}");
+            }
         }
     }
-    for waiter in &inspection.waiters {
+    for waiter in &report.inspection.waiters {
         let _ =
             writeln!(out, "waiting: PID {} ({})", waiter.pid, msg::command_line(&waiter.command));
     }
-    for run in runs {
+    for run in &report.runs {
         let _ = writeln!(
             out,
             "last run: {}: exit {}, {} to {} (PID {})",
@@ -69,48 +117,85 @@ fn to_text(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
             run.pid
         );
     }
+    for (name, last) in &report.repos {
+        let _ = match last {
+            Some(run) => writeln!(
+                out,
+                "repository {name}: last synced at {} (took {}) by {}",
+                humantime::format_rfc3339_seconds(run.end),
+                secs(run.took()),
+                msg::command_line(&run.command)
+            ),
+            None => writeln!(out, "repository {name}: never synced under synclock"),
+        };
+    }
     out
 }
 
+/// A duration in whole seconds, for people.
+fn secs(duration: std::time::Duration) -> String {
+    msg::duration(std::time::Duration::from_secs(duration.as_secs()))
+}
+
 /// The stable JSON form documented in README.md.
-fn to_json(path: &Path, inspection: &Inspection, runs: &[Run]) -> String {
-    let holder = inspection.holder.as_ref().map_or_else(|| "null".to_string(), holder_json);
+fn to_json(path: &Path, report: &Report) -> String {
+    let inspection = &report.inspection;
+    let holder = inspection
+        .holder
+        .as_ref()
+        .map_or_else(|| "null".to_string(), |holder| holder_json(holder, report.typical));
     let waiters: Vec<String> = inspection.waiters.iter().map(waiter_json).collect();
-    let history: Vec<String> = runs.iter().map(run_json).collect();
+    let history: Vec<String> = report.runs.iter().map(|run| run_json(run)).collect();
+    let repos: Vec<String> =
+        report.repos.iter().map(|(name, last)| repo_json(name, *last)).collect();
     format!(
-        "{{\"lockfile\":{},\"held\":{},\"holder\":{holder},\"waiters\":[{}],\"history\":[{}]}}\n",
+        "{{\"lockfile\":{},\"held\":{},\"holder\":{holder},\"waiters\":[{}],\"history\":[{}],\
+         \"repositories\":[{}]}}\n",
         string(&path.to_string_lossy()),
         inspection.held,
         waiters.join(","),
-        history.join(",")
+        history.join(","),
+        repos.join(",")
     )
 }
 
-fn holder_json(holder: &Holder) -> String {
+fn repo_json(name: &str, last: Option<&Run>) -> String {
+    format!(
+        "{{\"name\":{},\"last_success\":{},\"duration_secs\":{},\"command\":{}}}",
+        string(name),
+        last.map_or_else(|| "null".into(), |run| time(run.end)),
+        number(last.map(|run| run.took().as_secs())),
+        last.map_or_else(|| "null".into(), |run| strings(&run.command)),
+    )
+}
+
+fn time(t: SystemTime) -> String {
+    string(&humantime::format_rfc3339_seconds(t).to_string())
+}
+
+fn holder_json(holder: &Holder, typical: Option<Typical>) -> String {
     let age = holder
         .since
         .and_then(|since| SystemTime::now().duration_since(since).ok())
         .map(|age| age.as_secs());
     format!(
         "{{\"pid\":{},\"host\":{},\"command\":{},\"since\":{},\"age_secs\":{},\
-         \"command_pid\":{},\"acquired_by\":{},\"namespace_pid\":{},\"source\":{}}}",
+         \"command_pid\":{},\"acquired_by\":{},\"namespace_pid\":{},\"source\":{},\
+         \"typical_secs\":{}}}",
         number(holder.pid),
         holder.host.as_deref().map_or_else(|| "null".into(), string),
         strings(&holder.command),
-        holder.since.map_or_else(
-            || "null".into(),
-            |s| string(&humantime::format_rfc3339_seconds(s).to_string())
-        ),
+        holder.since.map_or_else(|| "null".into(), time),
         number(age),
         number(holder.command_pid),
         number(holder.acquired_by),
         number(holder.namespace_pid),
         string(holder.source),
+        number(typical.map(|typical| typical.took.as_secs())),
     )
 }
 
 fn run_json(run: &Run) -> String {
-    let time = |t| string(&humantime::format_rfc3339_seconds(t).to_string());
     format!(
         "{{\"command\":{},\"start\":{},\"end\":{},\"exit_code\":{},\"pid\":{}}}",
         strings(&run.command),

@@ -31,14 +31,15 @@ pub enum Outcome {
 
 /// Takes an exclusive flock on `file` (the lockfile at `path`), waiting as
 /// `wait` allows, counted from `start`; `busy` is called once when the lock
-/// is held by someone else and we are going to wait.
+/// is held by someone else and we are going to wait, and says when it
+/// expects the lock to be free.
 pub fn acquire(
     file: File,
     path: &Path,
     wait: Wait,
     start: Instant,
     signals: &Signals,
-    busy: impl FnOnce(),
+    busy: impl FnOnce() -> Option<Instant>,
 ) -> Result<Outcome, Error> {
     match file.try_lock() {
         Ok(()) => return Ok(Outcome::Acquired(file, Duration::ZERO)),
@@ -50,7 +51,7 @@ pub fn acquire(
         Wait::Upto(limit) => Some(limit),
         Wait::Forever => None,
     };
-    busy();
+    let free_at = busy();
     let system = |action| move |errno| Error::System { action, errno };
     let (granted, tell) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(system("cannot create a pipe"))?;
@@ -71,7 +72,7 @@ pub fn acquire(
             errno: Errno::from_raw(err.raw_os_error().unwrap_or(0)),
         })?;
     let deadline = limit.map(|limit| start + limit);
-    let mut live = Live::new(start, limit);
+    let mut live = Live::new(start, limit).expecting(free_at);
     loop {
         match signals.wait(&[granted.as_fd()], deadline, &mut live)? {
             Event::Ready(_) => {

@@ -206,6 +206,15 @@ impl Parser {
             .collect()
     }
 
+    /// DEFAULT's `key`, interpolated, if set.
+    pub fn default_value(&self, key: &str) -> Result<Option<String>, Error> {
+        let none = Options::new();
+        match self.lookup(&none, key) {
+            Some(_) => self.get(DEFAULT, &none, key).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn lookup<'a>(&'a self, own: &'a Options, key: &str) -> Option<&'a str> {
         own.iter().chain(self.defaults.iter()).find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }

@@ -23,6 +23,12 @@ pub struct Repo {
     pub sync_rcu: bool,
     /// `sync-rcu-store-dir` (S), when set.
     pub rcu_store_dir: Option<PathBuf>,
+    /// `auto-sync` (on unless `no`, `false` or blank): synced by
+    /// `emerge --sync` and `emaint sync -a`.
+    pub auto_sync: bool,
+    /// Whether it is the main repository (`main-repo` in `[DEFAULT]`, else
+    /// `gentoo`): synced by `emerge-webrsync`.
+    pub main: bool,
 }
 
 impl Repo {
@@ -67,12 +73,13 @@ pub fn discover(interrupt: &dyn Fn()) -> Discovery {
             parser.read(&text, &file.display().to_string())?;
         }
     }
-    Ok(repos_of(&parser.resolved()?))
+    let main = parser.default_value("main-repo")?.filter(|m| !m.trim().is_empty());
+    Ok(repos_of(&parser.resolved()?, main.as_deref().map_or("gentoo", str::trim)))
 }
 
 /// The repositories described by resolved sections: those with a non-blank
-/// `location`.
-fn repos_of(sections: &[(String, Vec<(String, String)>)]) -> Vec<Repo> {
+/// `location`; `main` names the main one.
+fn repos_of(sections: &[(String, Vec<(String, String)>)], main: &str) -> Vec<Repo> {
     sections
         .iter()
         .filter_map(|(name, options)| {
@@ -94,6 +101,10 @@ fn repos_of(sections: &[(String, Vec<(String, String)>)]) -> Vec<Repo> {
                 sync_type: get("sync-type").map(str::to_string),
                 sync_rcu: yes("sync-rcu"),
                 rcu_store_dir: get("sync-rcu-store-dir").map(PathBuf::from),
+                auto_sync: options.iter().find(|(k, _)| k == "auto-sync").is_none_or(|(_, v)| {
+                    ["yes", "true"].contains(&v.trim().to_lowercase().as_str())
+                }),
+                main: name == main,
             })
         })
         .collect()
@@ -189,10 +200,12 @@ mod tests {
             ),
             ("blank".to_string(), vec![option("location", "  ")]),
             ("none".to_string(), vec![option("sync-type", "git")]),
+            ("guru".to_string(), vec![option("location", "/g"), option("auto-sync", " ")]),
         ];
-        let repos = repos_of(&sections);
-        assert_eq!(repos.len(), 1);
+        let repos = repos_of(&sections, "gentoo");
+        assert_eq!(repos.len(), 2);
         assert!(repos[0].is("rsync") && repos[0].sync_rcu);
+        assert!(repos[0].auto_sync && repos[0].main && !repos[1].auto_sync && !repos[1].main);
         assert_eq!(repos[0].rcu_store_dir.as_deref(), Some(Path::new("/var/db/rcu")));
     }
 

@@ -19,8 +19,9 @@ use nix::sys::signal::Signal;
 use crate::error::Error;
 use crate::msg::Live;
 use crate::proc::{self, FileId, Proc, Process};
+use crate::repos::Repo;
 use crate::signals::{Event, Signals};
-use verdict::{Verdict, could_be_sync, judge};
+use verdict::{Scope, Verdict, could_be_sync, judge};
 
 /// What makes a sync one of ours: the repositories we sync.
 #[derive(Debug, Default)]
@@ -42,6 +43,33 @@ pub struct Outside {
     /// The lockfile of another lock it holds (a synclock with another
     /// `--lockfile`, a configuration mistake), if any.
     pub lockfile: Option<PathBuf>,
+}
+
+/// The names of the repositories among `repos` that `command` syncs,
+/// sorted, when it is a front end [`verdict`] knows: `None` for any other
+/// command, one whose repositories the command line does not tell, or one
+/// naming a repository that `repos` lacks.
+pub fn synced_by<'r>(
+    command: &[String],
+    repos: impl IntoIterator<Item = &'r Repo>,
+) -> Option<Vec<String>> {
+    let repos: Vec<&Repo> = repos.into_iter().collect();
+    let words: Vec<&str> = command.iter().map(String::as_str).collect();
+    let those = |keep: &dyn Fn(&Repo) -> bool| {
+        repos.iter().filter(|repo| keep(repo)).map(|repo| repo.name.clone()).collect()
+    };
+    let mut names: Vec<String> = match judge(&words) {
+        Verdict::Sync(Scope::Auto) => those(&|r| r.auto_sync && r.sync_type.is_some()),
+        Verdict::Sync(Scope::All) => those(&|r| r.sync_type.is_some()),
+        Verdict::Sync(Scope::Main) => those(&|r| r.main),
+        Verdict::Repos(named) if named.iter().all(|n| repos.iter().any(|r| r.name == *n)) => {
+            named.iter().map(|name| name.to_string()).collect()
+        }
+        _ => return None,
+    };
+    names.sort();
+    names.dedup();
+    (!names.is_empty()).then_some(names)
 }
 
 /// Sync processes running outside synclock, as `proc` shows them, for the
@@ -83,7 +111,7 @@ pub fn outside_syncs(
         let sync = may_write
             && match verdict {
                 Verdict::NotSync => false,
-                Verdict::Sync => true,
+                Verdict::Sync(_) => true,
                 Verdict::Repos(names) => {
                     names.iter().any(|name| ours.names.iter().any(|n| n == name))
                 }

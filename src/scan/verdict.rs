@@ -1,17 +1,18 @@
 //! The verdict on one process from its executable's name and command line:
 //! `emerge --sync`, `emaint sync`, `pmaint sync`, `emerge-webrsync`,
 //! `emerge-delta-webrsync` and `eix-sync` are syncs (of the repositories
-//! they name, if any); rsync and git are when they work under a repository.
+//! they name or stand for); rsync and git are when they work under a
+//! repository.
 //! Tested in `tests/verdict.rs`, which compiles this file alone.
 
-/// Programs that are a sync whatever their arguments.
-const SYNC_PROGRAMS: [&str; 3] = ["emerge-webrsync", "emerge-delta-webrsync", "eix-sync"];
+/// Programs that sync the main repository whatever their arguments.
+const WEBRSYNC: [&str; 2] = ["emerge-webrsync", "emerge-delta-webrsync"];
 
 /// What a command line alone says of a process.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict<'a> {
-    /// A sync of every repository it is configured for.
-    Sync,
+    /// A sync of the repositories in `Scope`.
+    Sync(Scope),
     /// A sync of these repositories only (`emerge --sync NAME...`,
     /// `emaint sync -r NAME`, `pmaint sync NAME...`).
     Repos(Vec<&'a str>),
@@ -19,6 +20,21 @@ pub enum Verdict<'a> {
     NotSync,
     /// rsync or git, as word `i`: a sync when working under a repository.
     Tool(usize),
+}
+
+/// Which repositories a [`Verdict::Sync`] syncs.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Scope {
+    /// Those with `auto-sync` on (`emerge --sync`, `emaint sync -a`,
+    /// `eix-sync` without options).
+    Auto,
+    /// Every one with a sync type (`emaint sync -A`).
+    All,
+    /// The main repository (`emerge-webrsync`, `emerge-delta-webrsync`).
+    Main,
+    /// Some, but the command line does not say which (`eix-sync -w`,
+    /// `emaint sync` without `-a`, `-A` or `-r`, `pmaint sync`).
+    Unknown,
 }
 
 /// Judges a process by its command line `words` alone.
@@ -35,19 +51,19 @@ pub fn judge<'a>(words: &[&'a str]) -> Verdict<'a> {
     for (i, word) in words.iter().enumerate().take(1).chain(after.take(scripts)) {
         match program(basename(word)) {
             Some(Program::Emerge) if followed_by(i, "--sync").is_some() => {
-                return named(positional(&words[i + 1..]));
+                return named(positional(&words[i + 1..]), Scope::Auto);
             }
             Some(Program::Maint) => {
                 if let Some(at) = followed_by(i, "sync") {
-                    let args = &words[i + 1 + at + 1..];
-                    return named(if basename(word) == "pmaint" {
-                        positional(args)
-                    } else {
-                        emaint_repos(args)
-                    });
+                    if basename(word) == "pmaint" {
+                        return named(positional(&words[i + 1 + at + 1..]), Scope::Unknown);
+                    }
+                    return emaint(&words[i + 1..]);
                 }
             }
-            Some(Program::Sync) => return Verdict::Sync,
+            Some(Program::Webrsync) => return Verdict::Sync(Scope::Main),
+            Some(Program::EixSync) if i + 1 == words.len() => return Verdict::Sync(Scope::Auto),
+            Some(Program::EixSync) => return Verdict::Sync(Scope::Unknown),
             Some(Program::Tool) => return Verdict::Tool(i),
             _ => {}
         }
@@ -55,9 +71,10 @@ pub fn judge<'a>(words: &[&'a str]) -> Verdict<'a> {
     Verdict::NotSync
 }
 
-/// The verdict on a front end that names `repos` (none: all of them).
-fn named(repos: Vec<&str>) -> Verdict<'_> {
-    if repos.is_empty() { Verdict::Sync } else { Verdict::Repos(repos) }
+/// The verdict on a front end that names `repos`, or syncs `scope` when
+/// it names none.
+fn named(repos: Vec<&str>, scope: Scope) -> Verdict<'_> {
+    if repos.is_empty() { Verdict::Sync(scope) } else { Verdict::Repos(repos) }
 }
 
 /// The words that are not options.
@@ -65,11 +82,16 @@ fn positional<'a>(args: &[&'a str]) -> Vec<&'a str> {
     args.iter().copied().filter(|a| !a.starts_with('-')).collect()
 }
 
-/// The repositories of `emaint sync` (`-r NAME`, `--repo NAME`,
-/// `--repo=NAME`); none when it syncs all (`-a`, `-A`, or no `-r`).
-fn emaint_repos<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    if args.iter().any(|a| ["-a", "--auto", "-A", "--allrepos"].contains(a)) {
-        return Vec::new();
+/// The verdict on `emaint ARGS` that include `sync`: `-A`/`--allrepos`,
+/// `-a`/`--auto`, or `-r NAME`, `--repo NAME`, `--repo=NAME`, before or
+/// after `sync`.
+fn emaint<'a>(args: &[&'a str]) -> Verdict<'a> {
+    let has = |options: [&str; 2]| args.iter().any(|a| options.contains(a));
+    if has(["-A", "--allrepos"]) {
+        return Verdict::Sync(Scope::All);
+    }
+    if has(["-a", "--auto"]) {
+        return Verdict::Sync(Scope::Auto);
     }
     let mut repos = Vec::new();
     let mut words = args.iter();
@@ -79,7 +101,7 @@ fn emaint_repos<'a>(args: &[&'a str]) -> Vec<&'a str> {
             other => repos.extend(other.strip_prefix("--repo=")),
         }
     }
-    repos
+    named(repos, Scope::Unknown)
 }
 
 /// Whether a process running the executable `name` may be a sync: an
@@ -95,8 +117,10 @@ enum Program {
     Emerge,
     /// `emaint` or `pmaint`: a sync with the `sync` command.
     Maint,
-    /// A sync whatever its arguments.
-    Sync,
+    /// `emerge-webrsync` or `emerge-delta-webrsync`.
+    Webrsync,
+    /// `eix-sync`.
+    EixSync,
     /// rsync or git: a sync when working under a repository.
     Tool,
 }
@@ -107,7 +131,8 @@ fn program(name: &str) -> Option<Program> {
         "emerge" => Some(Program::Emerge),
         "emaint" | "pmaint" => Some(Program::Maint),
         "rsync" | "git" => Some(Program::Tool),
-        name if SYNC_PROGRAMS.contains(&name) => Some(Program::Sync),
+        "eix-sync" => Some(Program::EixSync),
+        name if WEBRSYNC.contains(&name) => Some(Program::Webrsync),
         _ => None,
     }
 }
