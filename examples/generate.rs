@@ -197,9 +197,12 @@ const MAIN: &str = r#".SH SYNOPSIS
 synclock runs COMMAND, usually a repository sync such as
 \fBemerge \-\-sync\fR or \fBemaint sync \-\-auto\fR, while holding one
 machine\-wide lock, so that two syncs never run at once.
-It waits for the lock politely (one line naming the holder), cleans what
-killed syncs left behind, waits for syncs that bypassed the lock, and
-returns COMMAND's exit status.
+It waits for the lock politely (one line naming the holder and how long
+its sync usually takes), cleans what killed syncs left behind, waits for
+syncs that bypassed the lock, and returns COMMAND's exit status.
+A sync is known by the repositories it syncs (\fBemerge \-\-sync\fR,
+\fBemaint sync \-a\fR and \fBeix\-sync\fR the same ones), so
+\fB\-\-coalesce\fR and \fB\-\-min\-interval\fR work across entry points.
 Options go before COMMAND; \fB\-\-\fR ends them.
 .SH EXIT STATUS
 COMMAND's own; 128+N when signal N killed it; 75 (or \fB\-E\fR) when the
@@ -232,8 +235,9 @@ The default lockfile, 0600, never written.
 Who holds the lock; one left behind marks a run that never finished.
 .TP
 .I <lockfile>.history
-The last run of each command line, for \fB\-\-coalesce\fR,
-\fB\-\-min\-interval\fR and \fBstatus\fR.
+For each repository its last successful sync, for each command line its
+last run, with their recent durations: for \fB\-\-coalesce\fR,
+\fB\-\-min\-interval\fR, the expected wait and \fBstatus\fR.
 .SH EXAMPLES
 .nf
 synclock \-\- emerge \-\-sync
@@ -250,7 +254,8 @@ const STATUS: &str = r#".SH SYNOPSIS
 \fBsynclock\fR [\fIOPTIONS\fR] \fBstatus\fR [\fB\-\-json\fR]
 .SH DESCRIPTION
 Says whether the lock is free, who holds it (PID, wrapped command, age,
-host) and who waits for it: the kernel first, the holder record second.
+host), how long its sync usually takes, who waits for it, and when each
+repository last synced: the kernel first, the holder record second.
 Any user may ask.
 .SH EXIT STATUS
 0 when the lock is free, 1 when it is held, 125 on an error (a lockfile a

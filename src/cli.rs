@@ -97,7 +97,7 @@ pub struct Cli {
     )]
     pub no_outside_check: bool,
 
-    /// Skip if the same sync succeeded meanwhile.
+    /// Skip if what it syncs was synced meanwhile.
     #[arg(
         long,
         hide_env = true,
@@ -107,7 +107,7 @@ pub struct Cli {
     )]
     pub coalesce: bool,
 
-    /// Skip if it succeeded less than DURATION ago.
+    /// Skip if what it syncs was synced under DURATION ago.
     #[arg(long, hide_env = true, allow_negative_numbers = true, value_name = "DURATION", env = "SYNCLOCK_MIN_INTERVAL", value_parser = parse_wait)]
     pub min_interval: Option<Duration>,
 

@@ -125,6 +125,21 @@ fn with_tarsync_installed_timestamp_x_goes_only_with_a_webrsync_leftover() {
 }
 
 #[test]
+fn after_a_dead_webrsync_the_main_repository_named_in_default_is_mended() {
+    let p = Portage::new();
+    p.conf("0-default.conf", "[DEFAULT]\nmain-repo = mine\n");
+    for name in ["gentoo", "mine"] {
+        p.rsync_repo(name, 0);
+        p.write(&format!("repos/{name}/metadata/timestamp.x"), "1 x\n");
+    }
+    p.write("tmp/emerge-webrsync.Ab3dEf/snapshot/x", "");
+    let out = run(p.synclock(["--", "true"]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(!p.exists("repos/mine/metadata/timestamp.x"), "{}", out.stderr);
+    assert!(p.exists("repos/gentoo/metadata/timestamp.x"), "not the main repository");
+}
+
+#[test]
 fn symlinked_quarantine_is_unlinked_and_its_target_untouched() {
     let p = Portage::new();
     p.rsync_repo("gentoo", 0);

@@ -116,8 +116,8 @@ pub fn run(
     for (repo, location) in plan.located() {
         cleaner.repo(repo, location);
     }
-    let gentoo = plan.located().find(|(repo, _)| repo.name == "gentoo");
-    cleaner.webrsync(&plan.tmpdir, gentoo.map(|(_, location)| location));
+    let main = plan.located().find(|(repo, _)| repo.main);
+    cleaner.webrsync(&plan.tmpdir, main.map(|(_, location)| location));
     if interrupted {
         cleaner.interrupted(plan.located());
     }
@@ -286,8 +286,9 @@ impl Cleaner<'_> {
         names_matching(dir, wanted).into_iter().filter(own).collect()
     }
 
-    /// Row 6: webrsync temp dirs of dead runs.
-    fn webrsync(&mut self, tmpdir: &Path, gentoo: Option<&Path>) {
+    /// Row 6: webrsync temp dirs of dead runs; `main` is the main
+    /// repository's location, which webrsync syncs.
+    fn webrsync(&mut self, tmpdir: &Path, main: Option<&Path>) {
         // Whether a dead webrsync was found, and whether it had unpacked a
         // snapshot (else, with tarsync, it updated the tree in place).
         let mut dead = false;
@@ -314,12 +315,12 @@ impl Cleaner<'_> {
         }
         if dead
             && (snapshot || tarsync_installed())
-            && let Some(gentoo) = gentoo
-            && let Ok(dir) = open_dir(gentoo)
+            && let Some(main) = main
+            && let Ok(dir) = open_dir(main)
         {
             self.metadata_file(
                 &dir,
-                gentoo,
+                main,
                 "timestamp.x",
                 "so that the next webrsync is not refused",
             );
