@@ -97,7 +97,7 @@ pub struct Cli {
     )]
     pub no_outside_check: bool,
 
-    /// Skip if what it syncs was synced meanwhile.
+    /// Skip if its repositories were synced meanwhile.
     #[arg(
         long,
         hide_env = true,
@@ -107,7 +107,7 @@ pub struct Cli {
     )]
     pub coalesce: bool,
 
-    /// Skip if what it syncs was synced under DURATION ago.
+    /// Skip if synced successfully within DURATION.
     #[arg(long, hide_env = true, allow_negative_numbers = true, value_name = "DURATION", env = "SYNCLOCK_MIN_INTERVAL", value_parser = parse_wait)]
     pub min_interval: Option<Duration>,
 
