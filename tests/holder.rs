@@ -269,6 +269,29 @@ fn waiting_line_is_redrawn_on_a_terminal() {
 }
 
 #[test]
+fn the_live_line_says_when_the_lock_should_be_free() {
+    let env = TestEnv::new();
+    let _holder = env.holder();
+    // The holder's command line usually takes a minute.
+    let entry = "\t1\t2\t0\t7\t60000,61000,59000\tsh\t-c\techo locked; read _ || true";
+    std::fs::write(env.path("sync.lock.history"), format!("synclock-history 3\n{entry}\n"))
+        .unwrap();
+    let inner =
+        format!("'{}' --lockfile '{}' --wait 1500ms -- true", BIN, env.lockfile().display());
+    let mut cmd = hermetic("script");
+    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", "xterm");
+    let out = run(cmd);
+    assert_eq!(out.code(), Some(75), "{out:?}");
+    let said = "; it usually takes about 1m (median of the last 3); waiting up to 1s 500ms";
+    assert!(out.stdout.contains(said), "{:?}", out.stdout);
+    assert!(
+        out.stdout.contains("\rsynclock: waited 1s of 1s 500ms; free in about 5"),
+        "{:?}",
+        out.stdout
+    );
+}
+
+#[test]
 fn status_refuses_what_a_run_would_refuse() {
     let env = TestEnv::new();
     let mode = |path: &std::path::Path, m| {
