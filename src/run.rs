@@ -90,11 +90,10 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
     let synced = plan.as_ref().and_then(|plan| scan::synced_by(&words, plan.repos()));
 
     // The lock, with no sync outside it. Each round: take the lock; skip if
-    // --coalesce or --min-interval say so; put the record in place; scan.
-    // If a sync runs outside the lock, release it (holding it could wait for
-    // ourselves), wait for that sync, and start again.
-    let mut interrupted = None;
-    let (held, record, acquired, past) = loop {
+    // --coalesce or --min-interval say so; scan. If a sync runs outside the
+    // lock, release it (holding it could wait for ourselves), wait for that
+    // sync, and start again.
+    let (held, acquired, past, interrupted) = loop {
         let held = match take_lock(cli, proc, &signals, &shown, start, plan.as_ref())? {
             Ok(held) => held,
             Err(code) => return Ok(code),
@@ -110,20 +109,12 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
         {
             return Ok(0);
         }
-        interrupted = interrupted
-            .or_else(|| record::read(path, held.owner))
-            .filter(|r| r.pid != getpid().as_raw());
-        let acquired = SystemTime::now();
-        // A dry run changes nothing, the record included.
-        let record =
-            (clean != Some(true)).then(|| RecordInPlace::put(path, proc, &words, acquired));
+        // A holder record found under the lock is the mark of a run that
+        // never finished; it stays until someone cleans after that run.
+        let interrupted = record::read(path, held.owner);
         let outside = outside_syncs(cli, proc, plan.as_ref());
         if outside.is_empty() {
-            break (held, record, acquired, past);
-        }
-        // A record of an unfinished run stays until someone cleans after it.
-        if let Some(record) = record {
-            record.release(interrupted.as_ref());
+            break (held, SystemTime::now(), past, interrupted);
         }
         drop(held);
         if let Some(code) = wait_for_outside(cli, proc, &signals, start, &outside, &shown)? {
@@ -134,7 +125,9 @@ fn locked_run(cli: &Cli, proc: &Proc, clean: Option<bool>) -> Result<u8, Error> 
         }
     };
 
-    // The leftovers of killed syncs.
+    // The mark of a run in progress (a dry run changes nothing, this
+    // included), then the leftovers of killed syncs.
+    let record = (clean != Some(true)).then(|| RecordInPlace::put(path, proc, &words, acquired));
     let mode = match clean {
         Some(true) => clean::Mode::DryRun,
         Some(false) | None => clean::Mode::Remove,
@@ -493,14 +486,6 @@ fn not_run(shown: &str) -> String {
 struct RecordInPlace<'a>(&'a Path);
 
 impl<'a> RecordInPlace<'a> {
-    /// Removes the record before the lock is released, or puts `unfinished`
-    /// (the record of a run that never finished) back in its place.
-    fn release(self, unfinished: Option<&record::Record>) {
-        if unfinished.is_some_and(|r| record::write(self.0, r).is_ok()) {
-            std::mem::forget(self);
-        }
-    }
-
     /// Writes the record of this process running `command` since `since`.
     fn put(path: &'a Path, proc: &Proc, command: &[String], since: SystemTime) -> Self {
         let pid = getpid().as_raw();
