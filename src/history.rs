@@ -163,10 +163,11 @@ pub fn remember(
     if run.succeeded() {
         new.extend(repos.iter().map(|name| fresh(Some(name), repo(&entries, name))));
     }
-    // One huge command line must not push the others out of the file.
-    if encode(&new[..1]).len() > MAX_ENTRY {
+    // One huge command line (or repository name) must not push the others
+    // out of the file.
+    if new.iter().any(|entry| encode(std::slice::from_ref(entry)).len() > MAX_ENTRY) {
         msg::verbose(format_args!(
-            "not remembered in the history: a command line over {MAX_ENTRY} bytes"
+            "not remembered in the history: an entry over {MAX_ENTRY} bytes"
         ));
         return Ok(());
     }
@@ -336,6 +337,7 @@ mod tests {
         assert_eq!(entries.iter().filter(|e| e.repo.is_none()).count(), MAX_ENTRIES);
         assert!(repo(&entries, "gentoo").is_some(), "command lines never push repositories out");
         remember(&lock, run(&["x".repeat(300_000).as_str()], 0, 1), &["gentoo"]);
+        remember(&lock, run(&["x"], 0, 1), &["y".repeat(3000).as_str()]);
         assert_eq!(read(&lock, owner()).unwrap(), entries, "a huge entry changes nothing");
     }
 }
