@@ -248,6 +248,10 @@ fn entry_points_of_one_sync_coalesce() {
         assert!(out.stderr.contains(&format!("{emerge} --sync, finished at")), "{}", out.stderr);
     }
     assert_eq!(logged(&portage), 1, "a waiter ran the sync again");
+    // And the other way round.
+    let out = while_running(&portage, &["emaint", "--auto", "sync"], 0, &[&[&emerge, "--sync"]]);
+    assert!(out[0].stderr.contains("gentoo, guru synced while we waited"), "{}", out[0].stderr);
+    assert_eq!(logged(&portage), 2, "the shim's form ran again");
 }
 
 #[test]
@@ -331,7 +335,7 @@ fn the_wait_says_how_long_such_a_sync_takes() {
     let (line, json, text) = held_line();
     assert!(line.ends_with("; waiting up to 1m"), "{line}");
     assert!(!line.contains("took") && !line.contains("takes"), "no history yet: {line}");
-    assert!(json["holder"]["typical_secs"].is_null(), "{json}");
+    assert_eq!(json["holder"].get("typical_secs"), Some(&serde_json::Value::Null), "{json}");
     assert!(!text.contains("expected:"), "{text}");
     let (line, json, text) = held_line();
     assert!(line.contains(") for ") && line.contains("; it took "), "{line}");
@@ -353,7 +357,7 @@ fn the_wait_says_how_long_such_a_sync_takes() {
         assert_eq!(repo["command"], serde_json::json!(["emerge", "--sync"]));
     }
     for field in ["last_success", "duration_secs", "command"] {
-        assert!(repos[2][field].is_null(), "{}", repos[2]);
+        assert_eq!(repos[2].get(field), Some(&serde_json::Value::Null), "{}", repos[2]);
     }
     let text = run(synclock_in(&portage, &["status"])).stdout;
     assert!(text.contains("repository gentoo: last synced at "), "{text}");
