@@ -241,30 +241,31 @@ fn give_up_line_names_the_holder() {
     assert!(!out.stderr.contains('\r'), "no redrawing when stderr is not a terminal");
 }
 
+/// A synclock of `env`'s lock waiting for `wait` on a terminal of type
+/// `term`: script(1) gives it a pty as stdin, stdout and stderr.
+fn waiting_on_a_terminal(env: &TestEnv, wait: &str, term: &str) -> Finished {
+    let inner =
+        format!("'{}' --lockfile '{}' --wait {wait} -- true", BIN, env.lockfile().display());
+    let mut cmd = hermetic("script");
+    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", term);
+    let out = run(cmd);
+    assert_eq!(out.code(), Some(75), "{out:?}");
+    out
+}
+
 #[test]
 fn waiting_line_is_redrawn_on_a_terminal() {
     let env = TestEnv::new();
     let _holder = env.holder();
-    // script(1) gives synclock a pty as stdin, stdout and stderr.
-    let inner =
-        format!("'{}' --lockfile '{}' --wait 2500ms -- true", BIN, env.lockfile().display());
-    let mut cmd = hermetic("script");
-    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", "xterm");
     let start = Instant::now();
-    let out = run(cmd);
+    let out = waiting_on_a_terminal(&env, "2500ms", "xterm");
     assert!(start.elapsed() >= Duration::from_millis(2500));
-    assert_eq!(out.code(), Some(75), "{out:?}");
     assert!(out.stdout.contains("\rsynclock: waited 1s of 2s 500ms\x1b[K"), "{:?}", out.stdout);
     assert!(out.stdout.contains("\rsynclock: waited 2s of 2s 500ms\x1b[K"), "{:?}", out.stdout);
     assert!(!out.stdout.contains("waited 3s"), "redrawn more than once a second: {:?}", out.stdout);
     assert!(out.stdout.contains("\r\x1b[Ksynclock: gave up after 2s 500ms"), "{:?}", out.stdout);
     // A terminal that cannot erase a line gets plain lines only.
-    let inner =
-        format!("'{}' --lockfile '{}' --wait 1500ms -- true", BIN, env.lockfile().display());
-    let mut cmd = hermetic("script");
-    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", "dumb");
-    let out = run(cmd);
-    assert_eq!(out.code(), Some(75), "{out:?}");
+    let out = waiting_on_a_terminal(&env, "1500ms", "dumb");
     assert!(!out.stdout.contains('\x1b') && !out.stdout.contains("waited"), "{:?}", out.stdout);
 }
 
@@ -276,19 +277,11 @@ fn the_live_line_says_when_the_lock_should_be_free() {
     let entry = "\t1\t2\t0\t7\t60000,61000,59000\tsh\t-c\techo locked; read _ || true";
     std::fs::write(env.path("sync.lock.history"), format!("synclock-history 3\n{entry}\n"))
         .unwrap();
-    let inner =
-        format!("'{}' --lockfile '{}' --wait 1500ms -- true", BIN, env.lockfile().display());
-    let mut cmd = hermetic("script");
-    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", "xterm");
-    let out = run(cmd);
-    assert_eq!(out.code(), Some(75), "{out:?}");
+    let out = waiting_on_a_terminal(&env, "1500ms", "xterm");
     let said = "; it usually takes about 1m (median of the last 3); waiting up to 1s 500ms";
     assert!(out.stdout.contains(said), "{:?}", out.stdout);
-    assert!(
-        out.stdout.contains("\rsynclock: waited 1s of 1s 500ms; free in about 5"),
-        "{:?}",
-        out.stdout
-    );
+    let live = "\rsynclock: waited 1s of 1s 500ms; free in about 5";
+    assert!(out.stdout.contains(live), "{:?}", out.stdout);
 }
 
 #[test]
