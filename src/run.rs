@@ -338,10 +338,12 @@ fn already_done(
     let by: Vec<String> = runs
         .iter()
         .map(|run| {
+            // A command line that is its own identity was said already.
+            let command = synced
+                .map_or_else(String::new, |_| format!(": {}", msg::command_line(&run.command)));
             format!(
-                "PID {}: {}, finished at {}, took {}",
+                "PID {}{command}, finished at {}, took {}",
                 run.pid,
-                msg::command_line(&run.command),
                 humantime::format_rfc3339_seconds(run.end),
                 msg::duration(run.took())
             )

@@ -51,7 +51,11 @@ fn coalesced_waiters_do_not_run_after_a_success() {
         let out = waiter.finish();
         assert_eq!(out.code(), Some(0), "{}", out.stderr);
         assert!(out.stderr.contains("succeeded while we waited (by PID"), "{}", out.stderr);
-        assert!(out.stderr.contains(&format!("(by PID {}: ", holder.pid)), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("(by PID {}, finished at ", holder.pid)),
+            "{}",
+            out.stderr
+        );
     }
     assert_eq!(runs(&env), 1, "the command ran again");
 }
