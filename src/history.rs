@@ -110,9 +110,9 @@ pub fn command<'a>(entries: &'a [Entry], command: &[String]) -> Option<&'a Entry
     entries.iter().find(|e| e.repo.is_none() && same_command(&e.last.command, command))
 }
 
-/// The entries that say how long a sync of `repos` (else of the command
-/// line `command`) takes, and whether it was done since: one per
-/// repository, or the command line's; `None` when one is missing.
+/// The entries that say whether a sync of `repos` (else of the command
+/// line `words`) was done, and when: one per repository, or the command
+/// line's; `None` when one is missing.
 pub fn covering<'a>(
     entries: &'a [Entry],
     repos: Option<&[String]>,
@@ -124,12 +124,12 @@ pub fn covering<'a>(
     }
 }
 
-/// How long a sync of `repos` (else of `command`) usually takes: the
-/// slowest of its repositories' medians.
-pub fn typical(entries: &[Entry], repos: Option<&[String]>, command: &[String]) -> Option<Typical> {
-    let known = match repos {
+/// How long a sync of `repos` (else of the command line `words`) usually
+/// takes: the slowest of its repositories' medians.
+pub fn typical(entries: &[Entry], repos: Option<&[String]>, words: &[String]) -> Option<Typical> {
+    let known: Vec<&Entry> = match repos {
         Some(names) => names.iter().filter_map(|name| repo(entries, name)).collect(),
-        None => covering(entries, None, command).unwrap_or_default(),
+        None => command(entries, words).into_iter().collect(),
     };
     known
         .iter()
