@@ -25,6 +25,7 @@ pub const HELD: u8 = 1;
 
 /// What `status` prints.
 struct Report<'a> {
+    /// The lock's state.
     inspection: Inspection,
     /// How long the holder's sync usually takes.
     typical: Option<Typical>,
