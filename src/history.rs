@@ -91,8 +91,10 @@ pub fn read(lockfile: &Path, owner: u32) -> Result<Vec<Entry>, String> {
         Err(Unread::Refused(why)) => why,
         Ok(text) => match decode(&text) {
             Ok(entries) => return Ok(entries),
-            Err(1) if text.starts_with("synclock-history ") && !text.starts_with(HEADER) => {
-                "it is from an older synclock".into()
+            Err(1)
+                if text.starts_with("synclock-history ") && text.lines().next() != Some(HEADER) =>
+            {
+                "it is in another synclock's format".into()
             }
             Err(line) => format!("it is corrupt (line {line})"),
         },

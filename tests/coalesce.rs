@@ -131,7 +131,7 @@ fn bad_history_files_are_reported_and_never_fatal() {
         assert_eq!(out.stdout, what, "{what}: the command must run");
         assert!(out.stderr.contains("ignoring history"), "{what}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{what}: {}", out.stderr);
-        let older = out.stderr.contains("it is from an older synclock; starting afresh");
+        let older = out.stderr.contains("it is in another synclock's format; starting afresh");
         assert_eq!(older, what == "older", "{what}: {}", out.stderr);
         let rewritten = fs::read_to_string(&history).unwrap();
         assert!(rewritten.starts_with("synclock-history 3\n"), "{what}: history not rewritten");
