@@ -214,10 +214,20 @@ fn logged(portage: &Portage) -> usize {
 /// Runs `first` (exiting with `exit`) while `--coalesce` waiters of each of
 /// `then` wait; returns what each waiter said.
 fn while_running(portage: &Portage, first: &[&str], exit: u8, then: &[&[&str]]) -> Vec<Finished> {
+    let first = synclock_in(portage, &[&["--"], first].concat());
+    while_holding(portage, first, exit, then)
+}
+
+/// [`while_running`] with the holder started by `first`.
+fn while_holding(
+    portage: &Portage,
+    mut first: Command,
+    exit: u8,
+    then: &[&[&str]],
+) -> Vec<Finished> {
     let mut holder = Bg::spawn({
-        let mut cmd = synclock_in(portage, &[&["--"], first].concat());
-        cmd.env("EXIT", exit.to_string());
-        cmd
+        first.env("EXIT", exit.to_string());
+        first
     });
     holder.expect_stdout("locked");
     let mut waiters: Vec<Bg> = then
@@ -235,14 +245,38 @@ fn while_running(portage: &Portage, first: &[&str], exit: u8, then: &[&[&str]]) 
     waiters.iter_mut().map(Bg::finish).collect()
 }
 
+/// `emerge --sync` as a user runs it with contrib/shims first in PATH: the
+/// shim runs synclock with the real program's full path.
+fn emerge_sync_through_the_shim(portage: &Portage) -> Command {
+    let shims = portage.path("shims");
+    fs::create_dir_all(&shims).unwrap();
+    fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/shims/synclock-shim"),
+        shims.join("synclock-shim"),
+    )
+    .unwrap();
+    symlink("synclock-shim", shims.join("emerge")).unwrap();
+    let path = format!("{}:{}:/usr/bin:/bin", shims.display(), portage.path("bin").display());
+    let mut shim = hermetic(shims.join("emerge"));
+    // synclock's environment in the config root, then the shim's own.
+    for (key, value) in synclock_in(portage, &[]).get_envs() {
+        match value {
+            Some(value) => shim.env(key, value),
+            None => shim.env_remove(key),
+        };
+    }
+    shim.arg("--sync").env("PATH", path).env("SYNCLOCK", BIN);
+    shim.env("SYNCLOCK_LOCKFILE", portage.env.lockfile());
+    shim
+}
+
 #[test]
 fn entry_points_of_one_sync_coalesce() {
     let portage = front_ends();
-    // The shim runs the real program by its full path.
     let emerge = portage.path("bin/emerge").display().to_string();
     let then: [&[&str]; 3] =
         [&["emerge", "--sync"], &["emaint", "sync", "-a"], &["emaint", "--auto", "sync"]];
-    for out in while_running(&portage, &[&emerge, "--sync"], 0, &then) {
+    for out in while_holding(&portage, emerge_sync_through_the_shim(&portage), 0, &then) {
         assert_eq!(out.code(), Some(0), "{}", out.stderr);
         assert!(
             out.stderr.contains("gentoo, guru synced while we waited (by PID"),
