@@ -413,8 +413,7 @@ fn no_clean_and_repo_options() {
 
 #[test]
 fn foreign_quarantine_is_left_alone() {
-    if !is_root() {
-        eprintln!("skipped: needs root to chown");
+    if skipped_unless_root("to chown") {
         return;
     }
     let p = Portage::new();
@@ -433,8 +432,7 @@ fn a_low_pid_sync_in_a_container_is_waited_for_after_a_host_run() {
     // nothing in it that makes the container's synclock miss a sync
     // running there as PID 2 of its own PID namespace.
     let p = Portage::exclusive();
-    if !is_root() || run(in_container(&["true"])).code().is_none_or(|c| c != 0) {
-        eprintln!("skipped: unshare --pid --fork --mount-proc is not permitted here");
+    if skipped_unless_containers() {
         return;
     }
     let repo = p.path("repos/gentoo");
@@ -516,8 +514,7 @@ fn public_stand_in(name: &str) -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn another_users_sync_never_delays_roots_run() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run a stand-in as another user");
+    if skipped_unless_root("to run a stand-in as another user") {
         return;
     }
     let p = Portage::exclusive();

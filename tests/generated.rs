@@ -53,11 +53,9 @@ fn every_option_is_documented_and_completed() {
 
 #[test]
 fn man_pages_pass_mandoc_lint() {
-    let Ok(version) = std::process::Command::new("mandoc").arg("-V").output() else {
-        eprintln!("skipped: mandoc is not installed (bash tests/need.sh installs it)");
+    if crate::support::skipped_unless_installed("mandoc") {
         return;
-    };
-    let _ = version;
+    }
     let pages: Vec<String> = generate::files()
         .into_iter()
         .map(|(path, _)| path)

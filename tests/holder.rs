@@ -143,8 +143,7 @@ fn holder_that_inherited_the_lock_is_reported_not_the_dead_acquirer() {
 
 #[test]
 fn status_works_for_nobody() {
-    if !is_root() {
-        eprintln!("skipped: needs root to switch to nobody");
+    if skipped_unless_root("to switch to nobody") {
         return;
     }
     let env = TestEnv::new();
@@ -173,8 +172,7 @@ fn status_works_for_nobody() {
 
 #[test]
 fn holder_in_a_container_seen_from_the_host() {
-    if !is_root() {
-        eprintln!("skipped: needs root for unshare");
+    if skipped_unless_root("for unshare") {
         return;
     }
     let env = TestEnv::new();
@@ -194,8 +192,7 @@ fn holder_in_a_container_seen_from_the_host() {
 
 #[test]
 fn holder_on_the_host_seen_from_a_container() {
-    if !is_root() {
-        eprintln!("skipped: needs root for unshare");
+    if skipped_unless_root("for unshare") {
         return;
     }
     let env = TestEnv::new();

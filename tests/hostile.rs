@@ -180,8 +180,7 @@ fn status_names_no_process_the_kernel_does_not_show_holding_the_lock() {
 
 #[test]
 fn status_in_a_container_that_cannot_tell_says_so() {
-    if !is_root() || run(in_container(&["true"])).code() != Some(0) {
-        eprintln!("skipped: unshare --pid --fork --mount-proc is not permitted here");
+    if skipped_unless_containers() {
         return;
     }
     let env = TestEnv::new();
@@ -256,8 +255,7 @@ fn command_lines_that_differ_only_in_bytes_that_are_not_utf8_are_two_commands() 
 
 #[test]
 fn status_never_names_a_process_that_reused_the_acquirers_pid() {
-    if !is_root() {
-        eprintln!("skipped: needs root to choose the next PID (ns_last_pid)");
+    if skipped_unless_root("to choose the next PID (ns_last_pid)") {
         return;
     }
     let env = TestEnv::exclusive();

@@ -76,8 +76,7 @@ fn hard_link_is_refused() {
 
 #[test]
 fn foreign_owner_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: needs root to chown");
+    if skipped_unless_root("to chown") {
         return;
     }
     let env = TestEnv::new();

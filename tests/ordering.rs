@@ -110,8 +110,7 @@ fn a_nested_synclock_whose_descriptor_was_closed_runs_at_once() {
 
 #[test]
 fn a_lockfile_that_another_user_could_rename_away_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: needs root to give a directory to another user");
+    if skipped_unless_root("to give a directory to another user") {
         return;
     }
     let env = TestEnv::new();

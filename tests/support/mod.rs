@@ -318,6 +318,41 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether a test that needs root (`why`: "to chown") must be skipped
+/// here; says so in the test's output.
+pub fn skipped_unless_root(why: &str) -> bool {
+    let skipped = !is_root();
+    if skipped {
+        eprintln!("skipped: needs root {why}");
+    }
+    skipped
+}
+
+/// Whether a test that runs `program` must be skipped because it is not
+/// installed; says so in the test's output.
+pub fn skipped_unless_installed(program: &str) -> bool {
+    let skipped = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err();
+    if skipped {
+        eprintln!("skipped: {program} is not installed (bash tests/need.sh installs it)");
+    }
+    skipped
+}
+
+/// Whether a test that starts a PID namespace must be skipped here; says
+/// so in the test's output.
+pub fn skipped_unless_containers() -> bool {
+    let skipped = !is_root() || run(in_container(&["true"])).code() != Some(0);
+    if skipped {
+        eprintln!("skipped: unshare --pid --fork --mount-proc is not permitted here");
+    }
+    skipped
+}
+
 /// The mode bits of `path`, not following a symlink.
 pub fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
