@@ -688,16 +688,7 @@ fn repo_paths_are_taken_from_the_working_directory_or_warned_about() {
 fn the_wait_for_a_sync_outside_the_lock_has_the_live_line_on_a_terminal() {
     let p = Portage::exclusive();
     let mut emerge = p.unwrapped_emerge_sync();
-    // script(1) gives synclock a pty as stdin, stdout and stderr.
-    let wrapped = p.synclock(["--wait", "1500ms", "--", "true"]);
-    let mut inner = format!("'{BIN}'");
-    for arg in wrapped.get_args() {
-        inner.push_str(&format!(" '{}'", arg.to_str().unwrap()));
-    }
-    let mut cmd = hermetic("script");
-    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", "xterm");
-    cmd.envs(wrapped.get_envs().filter_map(|(k, v)| Some((k, v?))));
-    let out = run(cmd);
+    let out = on_a_terminal(p.synclock(["--wait", "1500ms", "--", "true"]), "xterm");
     assert_eq!(out.code(), Some(75), "{out:?}");
     assert!(out.stdout.contains("\rsynclock: waited 1s of 1s 500ms\x1b[K"), "{:?}", out.stdout);
     assert!(

@@ -239,13 +239,9 @@ fn give_up_line_names_the_holder() {
 }
 
 /// A synclock of `env`'s lock waiting for `wait` on a terminal of type
-/// `term`: script(1) gives it a pty as stdin, stdout and stderr.
+/// `term`, and giving up.
 fn waiting_on_a_terminal(env: &TestEnv, wait: &str, term: &str) -> Finished {
-    let inner =
-        format!("'{}' --lockfile '{}' --wait {wait} -- true", BIN, env.lockfile().display());
-    let mut cmd = hermetic("script");
-    cmd.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", term);
-    let out = run(cmd);
+    let out = on_a_terminal(env.synclock(["--wait", wait, "--", "true"]), term);
     assert_eq!(out.code(), Some(75), "{out:?}");
     out
 }

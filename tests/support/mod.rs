@@ -318,6 +318,24 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Runs the synclock `cmd` on a terminal of type `term`: script(1) gives it
+/// a pty as stdin, stdout and stderr (both come out on stdout).
+pub fn on_a_terminal(cmd: Command, term: &str) -> Finished {
+    let mut inner = format!("'{BIN}'");
+    for arg in cmd.get_args() {
+        inner.push_str(&format!(" '{}'", arg.to_str().unwrap()));
+    }
+    let mut script = hermetic("script");
+    script.args(["-q", "-e", "-c", &inner, "/dev/null"]).env("TERM", term);
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    run(script)
+}
+
 /// Whether a test that needs root (`why`: "to chown") must be skipped
 /// here; says so in the test's output.
 pub fn skipped_unless_root(why: &str) -> bool {
