@@ -117,6 +117,16 @@ pub fn duration(d: Duration) -> String {
     humantime::format_duration(rounded).to_string()
 }
 
+/// When the lock should be free, `left` from now as the history expects:
+/// `free in about 48s`, or `taking longer than usual` once that is past.
+pub fn free_in(left: Duration) -> String {
+    if left.is_zero() {
+        "taking longer than usual".into()
+    } else {
+        format!("free in about {}", duration(Duration::from_secs(left.as_secs())))
+    }
+}
+
 /// The live line while waiting on a terminal, redrawn once a second with the
 /// time waited and erased at the end; off a terminal (or with `-q`) it draws
 /// nothing and asks for no wake-ups.
@@ -167,13 +177,10 @@ impl Live {
         self.next += Duration::from_secs(1);
         let waited = duration(Duration::from_secs((now - self.start).as_secs()));
         let limit = self.limit.map(|l| format!(" of {}", duration(l))).unwrap_or_default();
-        let free = match self.free_at {
-            Some(at) if at > now => {
-                format!("; free in about {}", duration(Duration::from_secs((at - now).as_secs())))
-            }
-            Some(_) => "; taking longer than usual".into(),
-            None => String::new(),
-        };
+        let free = self
+            .free_at
+            .map(|at| format!("; {}", free_in(at.saturating_duration_since(now))))
+            .unwrap_or_default();
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\rsynclock: waited {waited}{limit}{free}\x1b[K");
         let _ = err.flush();

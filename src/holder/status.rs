@@ -94,11 +94,9 @@ fn to_text(path: &Path, report: &Report) -> String {
                 let _ = writeln!(out, "since: {}", humantime::format_rfc3339_seconds(since));
             }
             if let Some(typical) = report.typical {
-                let free = match holder::free_in(holder, typical) {
-                    Some(left) if !left.is_zero() => format!("; free in about {}", secs(left)),
-                    Some(_) => "; taking longer than usual".into(),
-                    None => String::new(),
-                };
+                let free = holder::free_in(holder, typical)
+                    .map(|left| format!("; {}", msg::free_in(left)))
+                    .unwrap_or_default();
                 let _ = writeln!(out, "expected: {typical}{free}");
             }
         }
