@@ -117,13 +117,18 @@ pub fn duration(d: Duration) -> String {
     humantime::format_duration(rounded).to_string()
 }
 
+/// A duration in whole seconds, for people: `3m 12s`, `0s`.
+pub fn seconds(d: Duration) -> String {
+    duration(Duration::from_secs(d.as_secs()))
+}
+
 /// When the lock should be free, `left` from now as the history expects:
 /// `free in about 48s`, or `taking longer than usual` once that is past.
 pub fn free_in(left: Duration) -> String {
     if left.is_zero() {
         "taking longer than usual".into()
     } else {
-        format!("free in about {}", duration(Duration::from_secs(left.as_secs())))
+        format!("free in about {}", seconds(left))
     }
 }
 
@@ -175,7 +180,7 @@ impl Live {
             return;
         }
         self.next += Duration::from_secs(1);
-        let waited = duration(Duration::from_secs((now - self.start).as_secs()));
+        let waited = seconds(now - self.start);
         let limit = self.limit.map(|l| format!(" of {}", duration(l))).unwrap_or_default();
         let free = self
             .free_at

@@ -364,7 +364,7 @@ fn already_done(
     msg::info(format_args!(
         "{what} {} ago (by {by}); next run allowed after {} (--min-interval {}); {shown} not \
          run (--force runs it anyway)",
-        msg::duration(Duration::from_secs(age.as_secs())),
+        msg::seconds(age),
         humantime::format_rfc3339_seconds(oldest + interval),
         msg::duration(interval)
     ));

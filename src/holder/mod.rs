@@ -222,7 +222,7 @@ pub fn describe(holder: &Holder) -> String {
         text.push_str(&format!(" on host {host}"));
     }
     if let Some(age) = holder.since.and_then(|since| SystemTime::now().duration_since(since).ok()) {
-        text.push_str(&format!(" for {}", msg::duration(Duration::from_secs(age.as_secs()))));
+        text.push_str(&format!(" for {}", msg::seconds(age)));
     }
     text
 }

@@ -122,18 +122,13 @@ fn to_text(path: &Path, report: &Report) -> String {
                 out,
                 "repository {name}: last synced at {} (took {}) by {}",
                 humantime::format_rfc3339_seconds(run.end),
-                secs(run.took()),
+                msg::seconds(run.took()),
                 msg::command_line(&run.command)
             ),
             None => writeln!(out, "repository {name}: never synced under synclock"),
         };
     }
     out
-}
-
-/// A duration in whole seconds, for people.
-fn secs(duration: std::time::Duration) -> String {
-    msg::duration(std::time::Duration::from_secs(duration.as_secs()))
 }
 
 /// The stable JSON form documented in README.md.
