@@ -207,7 +207,8 @@ fn outside_syncs(cli: &Cli, proc: &Proc, plan: Option<&clean::Plan>) -> Vec<Outs
             let owners =
                 locations.iter().filter_map(|l| std::fs::metadata(l).ok()).map(|m| m.uid());
             let uids = [0].into_iter().chain(repos::portage_uid()).chain(owners).collect();
-            Ours { names: plan.map(clean::Plan::names).unwrap_or_default(), locations, uids }
+            let names = plan.into_iter().flat_map(clean::Plan::repos).map(|r| r.name.clone());
+            Ours { names: names.collect(), locations, uids }
         },
     )
 }

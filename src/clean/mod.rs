@@ -81,11 +81,6 @@ impl Plan {
         self.repos.iter().map(|(repo, _)| repo)
     }
 
-    /// The names of the repositories.
-    pub fn names(&self) -> Vec<String> {
-        self.repos().map(|repo| repo.name.clone()).collect()
-    }
-
     /// Every repository location, as written and as resolved: where rsync
     /// and git count as syncs.
     pub fn locations(&self) -> Vec<PathBuf> {
